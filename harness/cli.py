@@ -1,0 +1,111 @@
+"""The `gguf-harness` command: argument parsing and presentation over the core, nothing more."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from harness import __version__
+from harness.errors import HarnessError
+from harness.expect import validate
+from harness.gguf import GGUFFacts, read_facts
+from harness.units import format_count, format_size
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except HarnessError as error:
+        print(f"gguf-harness: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("gguf-harness: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gguf-harness",
+        description="Build, validate, estimate, smoke-test and publish GGUF models.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    inspect = commands.add_parser("inspect", help="show what GGUF files are (header only, fast)")
+    inspect.add_argument("files", nargs="+", metavar="FILE")
+    inspect.add_argument("--json", action="store_true", help="one JSON object per file, as a list")
+    inspect.set_defaults(run=_inspect)
+
+    check = commands.add_parser("validate", help="check model.yaml files against the schema")
+    check.add_argument("files", nargs="+", metavar="FILE")
+    check.set_defaults(run=_validate)
+
+    test = commands.add_parser(
+        "test",
+        help="run every model's checks with pytest (extra arguments go to pytest)",
+        description="Runs pytest with the gguf-harness plugin; exit codes are pytest's.",
+    )
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="[PATH] [PYTEST ARG]")
+    test.set_defaults(run=_test)
+    return parser
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    facts = [read_facts(path) for path in args.files]
+    if args.json:
+        print(json.dumps([f.to_json() for f in facts], indent=2))
+        return 0
+    Console().print(_facts_table(facts))
+    return 0
+
+
+def _facts_table(facts: list[GGUFFacts]) -> Table:
+    table = Table(box=None, header_style="bold")
+    for column in ("FILE", "ARCH", "NAME", "TYPE", "PARAMS", "BPW", "SIZE", "CONTEXT", "TENSORS"):
+        table.add_column(column, justify="right" if column in {"PARAMS", "BPW", "SIZE"} else "left")
+    for f in facts:
+        file_type = f"{f.file_type} (inferred)" if f.file_type_inferred else f.file_type
+        table.add_row(
+            f.path,
+            f.architecture,
+            f.name or "",
+            file_type,
+            format_count(f.parameters),
+            f"{f.bpw:.2f}",
+            format_size(f.size),
+            str(f.context_length or ""),
+            str(f.tensor_count),
+        )
+    return table
+
+
+def _validate(args: argparse.Namespace) -> int:
+    failed = False
+    for path in args.files:
+        problems = validate(path)
+        for problem in problems:
+            print(problem)
+        if problems:
+            failed = True
+        else:
+            print(f"{path}: ok")
+    return 1 if failed else 0
+
+
+def _test(args: argparse.Namespace) -> int:
+    import pytest  # only this face needs pytest; importing it costs time the others should not pay
+
+    return int(pytest.main(list(args.pytest_args)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""model.yaml: load it with file:line:col for every problem, and evaluate its expectations.
+
+``load_spec`` gives a :class:`ModelSpec` whose ``checks`` are one :class:`Check` per expectation;
+``evaluate(check, Subject(facts, labels))`` gives a :class:`CheckResult`. The schema lives in
+schemas/model.schema.json (installed as harness/schemas/).
+"""
+
+from __future__ import annotations
+
+from ._checks import CheckResult, Subject, evaluate
+from ._errors import SpecErrors
+from ._expectations import (
+    Expectation,
+    Matcher,
+    NumberExpectation,
+    Op,
+    PresenceExpectation,
+    QuantityExpectation,
+)
+from ._load import load_spec, validate
+from ._records import BuildSpec, Check, Context, ModelSpec, Section, SourceSpec, Variant
+from ._schema import load_schema
+from ._yaml import Located
+
+__all__ = [
+    "BuildSpec",
+    "Check",
+    "CheckResult",
+    "Context",
+    "Expectation",
+    "Located",
+    "Matcher",
+    "ModelSpec",
+    "NumberExpectation",
+    "Op",
+    "PresenceExpectation",
+    "QuantityExpectation",
+    "Section",
+    "SourceSpec",
+    "SpecErrors",
+    "Subject",
+    "Variant",
+    "evaluate",
+    "load_schema",
+    "load_spec",
+    "validate",
+]

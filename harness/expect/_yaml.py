@@ -1,0 +1,184 @@
+"""YAML to plain data plus the 1-based line:col of every key and value.
+
+Scalars resolve as YAML 1.2's core schema (what yaml-language-server uses), not pyyaml's YAML 1.1:
+``no``/``on`` stay strings, ``1e-5`` is a float, ``0755`` is 755, dates stay strings.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.errors import Location, SpecError
+
+__all__ = ["DataPath", "Located", "load_located"]
+
+DataPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Located:
+    """Plain data (dicts, lists, str, int, float, bool, None) with where each part was written."""
+
+    data: Any
+    path: str
+    keys: dict[DataPath, Location]  # the key of each mapping entry, by the entry's path
+    values: dict[DataPath, Location]  # each value (mapping values, list items, the root)
+
+    def value_location(self, path: DataPath) -> Location:
+        """Where the value at ``path`` starts, else its nearest written ancestor."""
+        return _nearest(self.values, path) or Location(self.path, 1, 1)
+
+    def key_location(self, path: DataPath) -> Location:
+        """The key introducing ``path``; a list item or the root point at their value."""
+        return self.keys.get(path) or self.value_location(path)
+
+
+def _nearest(table: dict[DataPath, Location], path: DataPath) -> Location | None:
+    for end in range(len(path), -1, -1):
+        found = table.get(path[:end])
+        if found is not None:
+            return found
+    return None
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 core-schema scalars."""
+
+
+_Loader.yaml_implicit_resolvers = {}
+_IMPLICIT: list[tuple[str, str, str]] = [
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("null", r"^(?:~|null|Null|NULL|)$", "~nN"),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+.0123456789",
+    ),
+]
+for _tag, _pattern, _first in _IMPLICIT:
+    _Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(_pattern), list(_first))
+_Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
+_Loader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^<<$"), ["<"])
+
+
+def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    text = str(loader.construct_scalar(node))
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)
+
+
+def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
+    text = str(loader.construct_scalar(node)).lower()
+    if text.endswith(".inf"):
+        return float("-inf") if text.startswith("-") else float("inf")
+    if text == ".nan":
+        return float("nan")
+    return float(text)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
+
+
+def load_located(path: str | Path) -> Located:
+    """Read ``path``; raise SpecError at the first syntax error or duplicate key."""
+    shown = str(path)
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except OSError as error:
+        raise SpecError(
+            f"cannot read the file: {error.strerror or error}", Location(shown)
+        ) from None
+    except UnicodeDecodeError as error:
+        raise SpecError(f"not UTF-8 text: {error.reason}", Location(shown)) from None
+    return loads_located(text, shown)
+
+
+def loads_located(text: str, path: str) -> Located:
+    """Like :func:`load_located` for text already read; ``path`` is only for locations."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        located = Located(None, path, {}, {})
+        if root is not None:
+            data = _Walker(loader, located).walk(root, (), ())
+            located = Located(data, path, located.keys, located.values)
+        return located
+    except yaml.MarkedYAMLError as error:
+        raise _syntax_error(error, path) from None
+    except yaml.YAMLError as error:  # unmarked: rare reader errors (e.g. control characters)
+        raise SpecError(f"invalid YAML: {error}", Location(path)) from None
+    finally:
+        loader.dispose()
+
+
+def _syntax_error(error: yaml.MarkedYAMLError, path: str) -> SpecError:
+    mark = error.problem_mark or error.context_mark
+    problem, context = error.problem or "", error.context or ""
+    if problem.startswith("but ") and context:  # pyyaml splits "expected X, but found Y" in two
+        message = f"{context}, {problem}"
+    elif problem and context and error.context_mark is not None:
+        message = f"{problem} ({context} at line {error.context_mark.line + 1})"
+    else:
+        message = problem or context or "syntax error"
+    if "'\\t'" in message:
+        message += " (indent with spaces, not tabs)"
+    location = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)
+    return SpecError(f"invalid YAML: {message}", location)
+
+
+def _location(path: str, node: yaml.Node) -> Location:
+    return Location(path, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Walker:
+    def __init__(self, loader: _Loader, located: Located) -> None:
+        self._loader = loader
+        self._located = located
+
+    def walk(self, node: yaml.Node, path: DataPath, stack: tuple[int, ...]) -> Any:
+        if id(node) in stack:  # an alias to an enclosing node would never end
+            raise SpecError("recursive alias", _location(self._located.path, node))
+        self._located.values[path] = _location(self._located.path, node)
+        stack = (*stack, id(node))
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path, stack)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.walk(item, (*path, i), stack) for i, item in enumerate(node.value)]
+        return self._loader.construct_object(node, deep=True)
+
+    def _mapping(self, node: yaml.MappingNode, path: DataPath, stack: tuple[int, ...]) -> Any:
+        first_seen: dict[str, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self._key(key_node)
+            if key in first_seen:
+                line = first_seen[key].start_mark.line + 1
+                raise SpecError(
+                    f"duplicate key {key!r} (first defined at line {line})",
+                    _location(self._located.path, key_node),
+                )
+            first_seen[key] = key_node
+        # `<<: *anchor` merges; the entries written here come last so they win.
+        self._loader.flatten_mapping(node)
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = self._key(key_node)
+            entry: DataPath = (*path, key)
+            self._located.keys[entry] = _location(self._located.path, key_node)
+            result[key] = self.walk(value_node, entry, stack)
+        return result
+
+    def _key(self, node: yaml.Node) -> str:
+        if not isinstance(node, yaml.ScalarNode):
+            raise SpecError("a key must be a plain string", _location(self._located.path, node))
+        return str(node.value)

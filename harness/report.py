@@ -1,0 +1,71 @@
+"""The JSON report: per model, per item, what was expected, what was measured, and the outcome."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from harness import __version__
+from harness._fs import atomic_write
+
+__all__ = ["ItemRecord", "ModelRecord", "Report"]
+
+REPORT_FORMAT = 1
+
+
+@dataclass
+class ItemRecord:
+    """One pytest item's result, with the measured value rather than pass/fail alone."""
+
+    id: str  # pytest node id, e.g. models/smollm2/model.yaml::expect::architecture
+    section: str
+    name: str
+    location: str  # model.yaml:LINE
+    outcome: str  # passed | failed | skipped | error
+    duration: float
+    expected: Any = None
+    actual: Any = None
+    message: str = ""
+
+
+@dataclass
+class ModelRecord:
+    path: str
+    name: str
+    items: list[ItemRecord] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.items) and all(item.outcome == "passed" for item in self.items)
+
+
+class Report:
+    """Collects item records during a run and writes them as one JSON document."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, ModelRecord] = {}
+
+    def model(self, path: str, name: str) -> ModelRecord:
+        record = self.models.get(path)
+        if record is None:
+            record = self.models[path] = ModelRecord(path=path, name=name)
+        return record
+
+    def to_json(self) -> dict[str, Any]:
+        models = []
+        for record in self.models.values():
+            entry = asdict(record)
+            entry["passed"] = record.passed
+            models.append(entry)
+        return {
+            "format": REPORT_FORMAT,
+            "harness": __version__,
+            "passed": bool(models) and all(m["passed"] for m in models),
+            "models": models,
+        }
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        text = json.dumps(self.to_json(), indent=2, default=str) + "\n"
+        atomic_write(path, text.encode())

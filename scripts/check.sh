@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Everything CI checks, in the order that fails fastest: lint, types, the test suite, then the main
+# job on the repo's own models/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+
+ruff check harness tests benchmarks
+ruff format --check harness tests benchmarks
+mypy
+pytest tests "$@"
+gguf-harness test models/

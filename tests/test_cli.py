@@ -1,0 +1,107 @@
+"""The command line: real subprocesses, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_plugin import write_gguf
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_inspect_json_has_the_documented_keys(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "tiny.gguf")
+    done = run("inspect", "--json", str(path))
+    assert done.returncode == 0, done.stderr
+    (entry,) = json.loads(done.stdout)
+    for key in (
+        "path",
+        "architecture",
+        "name",
+        "file_type",
+        "parameters",
+        "size",
+        "bpw",
+        "context_length",
+        "tensor_count",
+        "metadata",
+    ):
+        assert key in entry
+    assert entry["architecture"] == "llama"
+    assert entry["parameters"] == 32 * 64 + 64
+    assert entry["size"] == (32 * 64 + 64) * 4
+    assert entry["bpw"] == pytest.approx(32.0)
+    assert entry["tensor_count"] == 2
+    assert entry["metadata"]["general.name"] == "Tiny Test"
+
+
+def test_inspect_table_is_readable(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "tiny.gguf")
+    done = run("inspect", str(path))
+    assert done.returncode == 0, done.stderr
+    assert "ARCH" in done.stdout and "llama" in done.stdout and "F32" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", "at byte 0"),
+        (b"GGML" + b"\0" * 20, "at byte 0"),
+        (b"GGUF\x03\0\0\0" + b"\xff" * 8, "at byte"),
+    ],
+)
+def test_bad_gguf_is_one_line_with_a_byte_offset(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    path = tmp_path / "bad.gguf"
+    path.write_bytes(content)
+    done = run("inspect", str(path))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert str(path) in line and expected in line
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    done = run("inspect", str(tmp_path / "nope.gguf"))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "nope.gguf" in done.stderr
+
+
+def test_validate_reports_every_problem_with_its_line(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("schemaVersion: 1\nname: good\nsource: {gguf: x.gguf}\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schemaVersion: 1\nname: Bad Name\nexpect:\n  vramm: 1\n")
+    done = run("validate", str(good))
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = run("validate", str(good), str(bad))
+    assert done.returncode == 1
+    assert f"{bad}:2:" in done.stdout
+    assert f"{bad}:4:3: unknown key 'vramm'" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_test_command_uses_pytest_exit_codes(tmp_path: Path) -> None:
+    write_gguf(tmp_path / "tiny.gguf")
+    spec = "schemaVersion: 1\nname: tiny\nsource: {gguf: tiny.gguf}\nexpect:\n  architecture: %s\n"
+    (tmp_path / "model.yaml").write_text(spec % "llama")
+    assert run("test", str(tmp_path), "-p", "no:cacheprovider", cwd=tmp_path).returncode == 0
+    (tmp_path / "model.yaml").write_text(spec % "gemma3")
+    done = run("test", str(tmp_path), "-p", "no:cacheprovider", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "model.yaml:5:3: expect.architecture" in done.stdout

@@ -1,0 +1,161 @@
+"""The pytest plugin end to end: model.yaml files run through a real pytest session (pytester)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+
+def write_gguf(path: Path, *, arch: str = "llama", name: str = "Tiny Test") -> Path:
+    """A small but complete GGUF: two tensors, a chat template, a file type."""
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name(name)
+    writer.add_context_length(2048)
+    writer.add_embedding_length(64)
+    writer.add_block_count(1)
+    writer.add_head_count(4)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_chat_template("{{ messages }}")
+    writer.add_tensor("token_embd.weight", np.ones((32, 64), dtype=np.float32))
+    writer.add_tensor("output_norm.weight", np.ones((64,), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def model_yaml(body: str) -> str:
+    head = "schemaVersion: 1\nname: tiny\nsource:\n  gguf: tiny.gguf\n"
+    return head + textwrap.dedent(body)
+
+
+@pytest.fixture
+def tiny(pytester: pytest.Pytester) -> pytest.Pytester:
+    write_gguf(pytester.path / "tiny.gguf")
+    return pytester
+
+
+def test_one_item_per_expectation_with_yaml_shaped_ids(tiny: pytest.Pytester) -> None:
+    tiny.makefile(
+        ".yaml",
+        model=model_yaml(
+            """
+            expect:
+              architecture: llama
+              parameters: 2112
+              metadata:
+                general.name: Tiny Test
+                llama.block_count: 1
+            """
+        ),
+    )
+    result = tiny.runpytest("--collect-only", "-q")
+    ids = [line for line in result.outlines if "::" in line]
+    assert ids == [
+        "model.yaml::expect::architecture",
+        "model.yaml::expect::parameters",
+        "model.yaml::expect::metadata::general.name",
+        "model.yaml::expect::metadata::llama.block_count",
+    ]
+    result = tiny.runpytest("-k", "metadata and name")
+    result.assert_outcomes(passed=1, deselected=3)
+
+
+def test_failure_names_the_yaml_line_expected_and_actual(tiny: pytest.Pytester) -> None:
+    tiny.makefile(".yaml", model=model_yaml("expect:\n  file_type: F32\n  architecture: qwen2\n"))
+    result = tiny.runpytest("-rf")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*model.yaml:7:3: expect.architecture: *qwen2*llama*",
+            "*expected: *qwen2*",
+            "*actual:*llama*",
+            "FAILED model.yaml::expect::architecture*",
+        ]
+    )
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_item_locations_point_into_the_yaml(tiny: pytest.Pytester) -> None:
+    tiny.makefile(".yaml", model=model_yaml("expect:\n  file_type: F32\n  architecture: qwen2\n"))
+    recorder = tiny.inline_run()
+    failed = [r for r in recorder.getreports("pytest_runtest_logreport") if r.failed]
+    # What annotations and IDEs use: 0-based line 6 is the YAML's line 7.
+    assert [r.location for r in failed] == [("model.yaml", 6, "expect.architecture")]
+
+
+def test_an_artifact_that_cannot_be_produced_fails_every_item_with_one_cause(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makefile(
+        ".yaml", model=model_yaml("expect:\n  architecture: llama\n  file_type: Q4_0\n")
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=2)
+    out = result.stdout.str()
+    assert out.count("source.gguf: no such file") == 2
+    assert "model.yaml:4:" in out  # the line of `gguf:` in the YAML
+    assert "Traceback" not in out
+
+
+def test_a_broken_model_file_is_one_clear_collection_error(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", model=model_yaml("expect:\n  architecure: llama\n"))
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*model.yaml:6:3: *architecure*did you mean 'architecture'*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_marks_from_yaml_select_items(tiny: pytest.Pytester) -> None:
+    tiny.makefile(".yaml", model=model_yaml("marks: [release]\nexpect:\n  architecture: llama\n"))
+    (tiny.path / "other.model.yaml").write_text(model_yaml("expect:\n  architecture: llama\n"))
+    result = tiny.runpytest("-m", "release", "-W", "error::pytest.PytestUnknownMarkWarning")
+    result.assert_outcomes(passed=1, deselected=1)
+
+
+def test_report_holds_measured_values_outcomes_and_locations(tiny: pytest.Pytester) -> None:
+    tiny.makefile(
+        ".yaml",
+        model=model_yaml("expect:\n  architecture: llama\n  bpw: {min: 40, max: 50}\n"),
+    )
+    report_path = tiny.path / "out" / "report.json"
+    tiny.runpytest(f"--harness-report={report_path}")
+    report = json.loads(report_path.read_text())
+    assert report["passed"] is False
+    (model,) = report["models"]
+    assert model["name"] == "tiny"
+    assert model["passed"] is False
+    items = {item["name"]: item for item in model["items"]}
+    assert items["architecture"]["outcome"] == "passed"
+    assert items["architecture"]["actual"] == "llama"
+    assert items["architecture"]["location"] == "model.yaml:6"
+    assert items["bpw"]["outcome"] == "failed"
+    assert items["bpw"]["actual"] == pytest.approx(32.0)
+    assert items["bpw"]["duration"] >= 0
+    assert items["bpw"]["id"] == "model.yaml::expect::bpw"
+
+
+def test_the_repo_models_pass(pytestconfig: pytest.Config) -> None:
+    """The repo's own models/ is the README's main job: it must stay green."""
+    from harness.cli import main
+
+    models = Path(pytestconfig.rootpath, "models")
+    assert main(["test", str(models), "-q", "-p", "no:cacheprovider"]) == 0
+
+
+def test_sections_without_a_stage_fail_instead_of_passing_unseen(tiny: pytest.Pytester) -> None:
+    tiny.makefile(
+        ".yaml",
+        model=model_yaml("memory:\n  ctx_size: 4096\n  budgets:\n    - {name: t4, vram: 16GB}\n"),
+    )
+    result = tiny.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        ["*model.yaml:5:1: memory cannot be checked: this gguf-harness has no such stage*"]
+    )
