@@ -96,10 +96,11 @@ def test_an_artifact_that_cannot_be_produced_fails_every_item_with_one_cause(
     pytester.makefile(
         ".yaml", model=model_yaml("expect:\n  architecture: llama\n  file_type: Q4_0\n")
     )
-    result = pytester.runpytest()
+    result = pytester.runpytest("-rN")  # no short summary: it repeats messages in full under CI
     result.assert_outcomes(failed=2)
     out = result.stdout.str()
-    assert out.count("source.gguf: no such file") == 2
+    causes = [line for line in result.outlines if line.startswith("  model.yaml:4:")]
+    assert causes == ["  model.yaml:4:3: source.gguf: no such file: tiny.gguf"] * 2
     assert "model.yaml:4:" in out  # the line of `gguf:` in the YAML
     assert "Traceback" not in out
 
