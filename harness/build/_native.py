@@ -1,0 +1,306 @@
+"""The native builder: a Packerfile to an OCI image layout, in Python, without Docker.
+
+The image is what GGUF Packer's BuildKit frontend makes (docs/image-format.md): one layer per
+filesystem step of the target's lineage after the base image's layers, a history entry per
+instruction, and the seed's ``config`` (Size, Model, Drafter, Projector, Adapters, Cmd, Labels).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from harness.build._cache import StepCache, step_key
+from harness.build._errors import BuildError
+from harness.build._images import BaseImages
+from harness.build._sources import DirectorySource, Source, TreeSource
+from harness.build._steps import BaseLayer, Change, StageState, Steps
+from harness.build._store import ContentStore, cache_root
+from harness.build._tree import Tree, clean_path
+from harness.errors import Location
+from harness.gguf import read_header
+from harness.oci import (
+    COMPRESSIONS,
+    Descriptor,
+    HistoryEntry,
+    Layer,
+    LayerEntry,
+    LayoutWriter,
+    default_mtime,
+    derived_labels,
+    gguf_entry,
+    image_config,
+    seed_config,
+    write_layer,
+)
+from harness.packerfile import (
+    BuildPlan,
+    Cmd,
+    StageRef,
+    cmd_roles,
+    find_packerfile,
+    load,
+    load_ignore,
+    plan,
+)
+from harness.toolchain import llama_cpp_build
+
+__all__ = ["LLAMA_CPP_LABEL", "BuildOptions", "BuildResult", "build"]
+
+# Our own label: which llama.cpp converted or quantized the model (no other tool records it).
+LLAMA_CPP_LABEL = "io.github.gguf-harness.llama-cpp"
+# Quantized weights barely compress (benchmarks/layer_compression.py: 0.94 at any gzip level),
+# so gzip's fastest level costs nothing in size; zstd-3 is as small and 6x faster to write.
+_LEVELS: dict[str, int | None] = {"gzip": 1, "zstd": 3, "none": None}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    context: Path
+    output: Path
+    packerfile: str | None = None
+    build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    contexts: Mapping[str, Path] = field(default_factory=dict)
+    tag: str = "latest"
+    labels: Mapping[str, str] = field(default_factory=dict)
+    no_cache: bool = False
+    compression: str = "gzip"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    output: Path
+    manifest: Descriptor
+    config: dict[str, Any]
+    cache_hits: int
+    cache_misses: int
+
+
+def build(options: BuildOptions, *, report: Callable[[str], None] | None = None) -> BuildResult:
+    """Build ``options.target`` (default: the last stage) into an OCI layout at ``output``."""
+    say = report or (lambda _message: None)
+    if options.compression not in COMPRESSIONS:
+        raise BuildError(f"unknown layer compression {options.compression!r}: gzip, zstd or none")
+    context = options.context
+    if not context.is_dir():
+        raise BuildError(f"build context {context} is not a directory")
+    path = find_packerfile(context, options.packerfile)
+    build_plan = plan(load(path), build_args=options.build_args, target=options.target)
+    store = ContentStore(cache_root() / "build")
+    try:
+        builder = _Builder(options, store, say)
+        state = builder.run(build_plan)
+        return builder.write(build_plan, state)
+    finally:
+        store.save()
+
+
+class _Builder:
+    def __init__(self, options: BuildOptions, store: ContentStore, say: Callable[[str], None]):
+        self.options = options
+        self.store = store
+        self.say = say
+        self.cache = StepCache(store, disabled=options.no_cache)
+        self.images = BaseImages(store, options.context)
+        self.states: dict[int, StageState] = {}
+        self.context = DirectorySource(
+            "the build context", options.context, store, load_ignore(options.context)
+        )
+        self.named: dict[str, Source] = {
+            name: DirectorySource(f"build context {name!r}", Path(directory), store, None)
+            for name, directory in options.contexts.items()
+        }
+        self.used_llama_cpp = False
+
+    def run(self, build_plan: BuildPlan) -> StageState:
+        state = StageState()
+        for stage in build_plan.stages:
+            self.say(f"stage {stage.display_name}: FROM {stage.base}")
+            state = self._base(stage.base_ref, stage.from_.location)
+            steps = Steps(
+                store=self.store,
+                cache=self.cache,
+                source_for=self._sources_of(stage.index),
+                report=self.say,
+            )
+            for inst in stage.instructions:
+                state = steps.run(inst, state)
+            self.states[stage.index] = state
+        self.used_llama_cpp = self.cache.hits + self.cache.misses > 0 and _ran_tools(build_plan)
+        return state
+
+    def _base(self, ref: StageRef | None, where: Location) -> StageState:
+        if ref is None or ref.kind == "scratch":
+            return StageState()
+        if ref.kind == "stage" and ref.index is not None:
+            return self.states[ref.index].copy()
+        return self.images.state(ref.name, where)
+
+    def _sources_of(self, index: int) -> Callable[[StageRef, StageState, Location], Source]:
+        def source_for(ref: StageRef, current: StageState, where: Location) -> Source:
+            return self._source(ref, current, where, index)
+
+        return source_for
+
+    def _source(self, ref: StageRef, current: StageState, where: Location, index: int) -> Source:
+        if ref.kind == "stage":
+            if ref.index is None or ref.index == index:
+                return TreeSource("this stage", current.tree)
+            return TreeSource(f"stage {ref.name}", self.states[ref.index].tree)
+        if ref.kind == "context":
+            return self.context
+        if ref.kind == "scratch":
+            return TreeSource("scratch", Tree())
+        if ref.name in self.named:
+            return self.named[ref.name]
+        return TreeSource(ref.name, self.images.state(ref.name, where).tree)
+
+    # --- the image ----------------------------------------------------------------------------
+
+    def write(self, build_plan: BuildPlan, state: StageState) -> BuildResult:
+        cmd = list(state.cmd) if state.cmd is not None else None
+        where = build_plan.target.location
+        if not cmd:
+            raise BuildError("the image has no CMD: it must name the main model with -m", where)
+        cmd_location = _cmd_location(build_plan) or where
+        entries = self._roles(cmd, state.tree, cmd_location)
+        model = entries.get("model")
+        if model is None:
+            raise BuildError("CMD must point out the main model with -m/--model", cmd_location)
+        created = _created()
+        labels = derived_labels(
+            model[0][0],
+            {k: v for k, v in state.labels.items() if not _is_derived(k)},
+            created,
+            state.base_name,
+            state.base_digest,
+        )
+        if self.used_llama_cpp:
+            labels[LLAMA_CPP_LABEL] = llama_cpp_build().label
+        labels.update(self.options.labels)
+        labels = dict(sorted(labels.items()))
+        size = sum(size for role in entries.values() for _entry, size in role)
+        config_object = seed_config(
+            model[0][0],
+            _first(entries.get("drafter")),
+            _first(entries.get("projector")),
+            [entry for entry, _size in entries.get("adapter", [])],
+            cmd,
+            labels,
+            size,
+        )
+        layers = [self._layer(layer) for layer in state.layers]
+        history = [
+            HistoryEntry(h.created_by, h.comment, h.empty_layer, created) for h in state.history
+        ]
+        config = image_config(
+            config_object, [layer.diff_id for layer, _ in layers], history, created
+        )
+        with LayoutWriter(self.options.output) as writer:
+            descriptors = [
+                writer.add_blob(blob, layer.descriptor.media_type) for layer, blob in layers
+            ]
+            written = [
+                Layer(d, layer.diff_id, layer.tar_size)
+                for d, (layer, _) in zip(descriptors, layers, strict=True)
+            ]
+            manifest = writer.add_image(config, written)
+            writer.tag(manifest, self.options.tag)
+        return BuildResult(
+            self.options.output, manifest, config, self.cache.hits, self.cache.misses
+        )
+
+    def _roles(
+        self, cmd: list[str], tree: Tree, where: Location
+    ) -> dict[str, list[tuple[dict[str, Any], int]]]:
+        entries: dict[str, list[tuple[dict[str, Any], int]]] = {}
+        for role in cmd_roles(cmd):
+            path = clean_path(role.path)
+            if path not in tree:
+                raise BuildError(
+                    f"CMD names {role.path} ({role.flag}), which is not in the image", where
+                )
+            node = tree[path]
+            header = read_header(self.store.path(node.digest))
+            entry = gguf_entry(header, role.path, role.index)
+            entries.setdefault(role.kind, []).append((entry, node.size))
+        return entries
+
+    def _layer(self, layer: Change | BaseLayer) -> tuple[Layer, Path]:
+        if isinstance(layer, BaseLayer):
+            return Layer(layer.descriptor, layer.diff_id, 0), layer.blob
+        mtime = default_mtime()
+        listing = sorted((path, n.digest, n.mode, n.uid, n.gid) for path, n in layer.files.items())
+        key = step_key("layer", self.options.compression, mtime, listing)
+        record = self.store.root / "layers" / f"{key}.json"
+        try:
+            known = json.loads(record.read_text())
+            blob = self.store.path(known["digest"])
+            if blob.is_file():
+                descriptor = Descriptor(known["media_type"], known["digest"], known["size"])
+                return Layer(descriptor, known["diff_id"], known["tar_size"]), blob
+        except (OSError, ValueError, KeyError):
+            pass
+        entries = [
+            LayerEntry(path, self.store.path(n.digest), n.mode, n.uid, n.gid)
+            for path, n in layer.files.items()
+        ]
+        scratch = self.store.scratch()
+        try:
+            tmp = scratch / "layer"
+            with open(tmp, "wb") as out:
+                level = _LEVELS[self.options.compression]
+                stats = write_layer(entries, out, self.options.compression, level, mtime)
+            digest = self.store.adopt(tmp)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        media_type = COMPRESSIONS[self.options.compression]
+        record.parent.mkdir(exist_ok=True)
+        record.write_text(
+            json.dumps(
+                {
+                    "digest": digest,
+                    "size": stats.size,
+                    "diff_id": stats.diff_id,
+                    "tar_size": stats.tar_size,
+                    "media_type": media_type,
+                }
+            )
+        )
+        return Layer(
+            Descriptor(media_type, digest, stats.size), stats.diff_id, stats.tar_size
+        ), self.store.path(digest)
+
+
+def _first(entries: list[tuple[dict[str, Any], int]] | None) -> dict[str, Any] | None:
+    return entries[0][0] if entries else None
+
+
+def _is_derived(label: str) -> bool:
+    """Labels describing a base image's model, recomputed for this image's own main model."""
+    return label.startswith("gguf.model.") and label not in {
+        "gguf.model.vendor",
+        "gguf.model.usage",
+        "gguf.model.from",
+    }
+
+
+def _ran_tools(build_plan: BuildPlan) -> bool:
+    from harness.packerfile import Convert, Quantize
+
+    return any(isinstance(i, Convert | Quantize) for s in build_plan.stages for i in s.instructions)
+
+
+def _cmd_location(build_plan: BuildPlan) -> Location | None:
+    cmd: Cmd | None = build_plan.cmd
+    return cmd.location if cmd is not None else None
+
+
+def _created() -> datetime:
+    return datetime.fromtimestamp(default_mtime(), tz=timezone.utc)

@@ -1,0 +1,130 @@
+"""Where COPY, ADD, CONVERT and QUANTIZE take files from: a directory or a stage's tree.
+
+Both answer the same question, "which files does this source pattern name?", with files already
+in the content store, so every step after this point works on digests alone.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from harness.build._errors import BuildError
+from harness.build._store import ContentStore
+from harness.build._tree import Node, Tree, clean_path
+from harness.errors import Location
+from harness.packerfile import IgnoreMatcher
+
+__all__ = ["DirectorySource", "Match", "Source", "TreeSource"]
+
+
+@dataclass(frozen=True)
+class Match:
+    """One thing a pattern named: a file (``files`` has the single key "") or a directory."""
+
+    path: str  # relative to the source's root
+    is_dir: bool
+    files: dict[str, Node]  # relative to ``path``
+
+
+class Source(Protocol):
+    name: str
+
+    def matches(self, pattern: str, exclude: tuple[str, ...], where: Location) -> list[Match]: ...
+
+
+def _excluded(relpath: str, exclude: tuple[str, ...]) -> bool:
+    name = relpath.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(relpath, p) or fnmatch.fnmatchcase(name, p) for p in exclude)
+
+
+class TreeSource:
+    """An earlier stage or an image: a tree that is already in the store."""
+
+    def __init__(self, name: str, tree: Tree) -> None:
+        self.name = name
+        self.tree = tree
+
+    def matches(self, pattern: str, exclude: tuple[str, ...], where: Location) -> list[Match]:
+        found = []
+        for path in self.tree.glob(pattern):
+            if path in self.tree:
+                found.append(Match(path, False, {"": self.tree[path]}))
+            else:
+                prefix = f"{path}/" if path else ""
+                files = {
+                    rel: node
+                    for rel, node in self.tree.below(path).items()
+                    if not _excluded(prefix + rel, exclude)
+                }
+                found.append(Match(path, True, files))
+        if not found:
+            raise BuildError(f"{pattern}: not found in {self.name}", where)
+        return found
+
+
+class DirectorySource:
+    """A build context: files enter the store when named, minus the ignore file's patterns."""
+
+    def __init__(
+        self, name: str, root: Path, store: ContentStore, ignore: IgnoreMatcher | None
+    ) -> None:
+        self.name = name
+        self.root = root.resolve()
+        self.store = store
+        self.ignore = ignore
+
+    def _skip(self, relpath: str, exclude: tuple[str, ...]) -> bool:
+        if self.ignore is not None and relpath and self.ignore.ignored(relpath):
+            return True
+        return bool(exclude) and _excluded(relpath, exclude)
+
+    def matches(self, pattern: str, exclude: tuple[str, ...], where: Location) -> list[Match]:
+        wanted = clean_path(pattern)
+        if any(ch in wanted for ch in "*?["):
+            names = sorted(
+                str(p.relative_to(self.root)) for p in self.root.glob(wanted) if p.exists()
+            )
+        else:
+            names = [wanted] if (self.root / wanted).exists() or not wanted else []
+        found = [self._match(name, exclude, where) for name in names if not self._skip(name, ())]
+        if not found:
+            raise BuildError(f"{pattern}: not found in {self.name} ({self.root})", where)
+        return found
+
+    def _match(self, relpath: str, exclude: tuple[str, ...], where: Location) -> Match:
+        path = self._inside(relpath, where)
+        if path.is_file():
+            return Match(relpath, False, {"": self._node(path)})
+        files: dict[str, Node] = {}
+        for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
+            base = Path(dirpath)
+            dirnames.sort()
+            for filename in sorted(filenames):
+                full = base / filename
+                rel_to_root = str(full.relative_to(self.root))
+                if self._skip(rel_to_root, exclude):
+                    continue
+                self._inside(rel_to_root, where)
+                if full.is_file():
+                    files[str(full.relative_to(path))] = self._node(full)
+            dirnames[:] = [
+                d for d in dirnames if not self._skip(str((base / d).relative_to(self.root)), ())
+            ]
+        return Match(relpath, True, files)
+
+    def _inside(self, relpath: str, where: Location) -> Path:
+        """The real path of a context file; links that leave the context are refused."""
+        path = (self.root / relpath).resolve()
+        if path != self.root and self.root not in path.parents:
+            raise BuildError(f"{relpath}: points outside {self.name} ({self.root})", where)
+        return path
+
+    def _node(self, path: Path) -> Node:
+        st = path.stat()
+        digest = self.store.put_file(path)
+        mode = 0o755 if st.st_mode & 0o111 else 0o644
+        return Node(digest, st.st_size, mode)

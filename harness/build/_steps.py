@@ -1,0 +1,430 @@
+"""What each Packerfile instruction does to a stage: its files, its history, its config.
+
+Every filesystem step (ADD, COPY, CAT, CONVERT, QUANTIZE) yields a ``Change`` — the files it
+wrote — which becomes one layer if its stage is in the target's lineage. ARG, LABEL and CMD add
+history only. Expensive steps go through the step cache.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import tarfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from harness.build._cache import StepCache, step_key
+from harness.build._errors import BuildError
+from harness.build._fetch import download, git_clone, is_git_url, is_http_url, url_basename
+from harness.build._sources import DirectorySource, Match, Source, TreeSource
+from harness.build._store import ContentStore
+from harness.build._tree import Node, Tree, clean_path, join
+from harness.errors import HarnessError, Location
+from harness.oci import HISTORY_COMMENT, Descriptor
+from harness.packerfile import (
+    Add,
+    Arg,
+    Cat,
+    Cmd,
+    Convert,
+    Copy,
+    Instruction,
+    Label,
+    Quantize,
+    StageRef,
+)
+from harness.toolchain import convert, llama_cpp_build, quantize
+
+__all__ = ["BaseLayer", "Change", "StageState", "Steps"]
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Change:
+    """The files one instruction wrote: one layer."""
+
+    created_by: str
+    files: dict[str, Node]
+
+
+@dataclass(frozen=True)
+class BaseLayer:
+    """A layer taken as-is from a base image."""
+
+    descriptor: Descriptor
+    diff_id: str
+    blob: Path
+
+
+@dataclass(frozen=True)
+class History:
+    """One history entry, final: ours say ``... # buildkit`` like the seed's frontend."""
+
+    created_by: str
+    empty_layer: bool
+    comment: str = HISTORY_COMMENT
+
+
+@dataclass
+class StageState:
+    tree: Tree = field(default_factory=Tree)
+    layers: list[Change | BaseLayer] = field(default_factory=list)
+    history: list[History] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    cmd: tuple[str, ...] | None = None
+    base_name: str | None = None
+    base_digest: str | None = None
+
+    def copy(self) -> StageState:
+        return StageState(
+            self.tree,
+            list(self.layers),
+            list(self.history),
+            dict(self.labels),
+            self.cmd,
+            self.base_name,
+            self.base_digest,
+        )
+
+
+class Steps:
+    """Runs one stage's instructions; sources resolve through ``source_for``."""
+
+    def __init__(
+        self,
+        *,
+        store: ContentStore,
+        cache: StepCache,
+        source_for: Callable[[StageRef, StageState, Location], Source],
+        report: Report,
+    ) -> None:
+        self.store = store
+        self.cache = cache
+        self.source_for = source_for
+        self.report = report
+
+    def run(self, inst: Instruction, state: StageState) -> StageState:
+        state = state.copy()
+        if isinstance(inst, Arg | Label | Cmd):
+            if isinstance(inst, Label):
+                state.labels.update(dict(inst.items))
+            elif isinstance(inst, Cmd):
+                state.cmd = inst.args
+            state.history.append(History(f"{inst.created_by} # buildkit", True))
+            return state
+        if isinstance(inst, Cat):
+            files = {clean_path(inst.dest): self._bytes_node(inst.content.encode())}
+        elif isinstance(inst, Copy):
+            files = self._copy(inst, state)
+        elif isinstance(inst, Add):
+            files = self._add(inst, state)
+        elif isinstance(inst, Convert):
+            files = self._convert(inst, state)
+        else:
+            files = self._quantize(inst, state)
+        state.tree = state.tree.updated(files)
+        state.layers.append(Change(inst.created_by, files))
+        state.history.append(History(f"{inst.created_by} # buildkit", False))
+        return state
+
+    # --- ADD / COPY ---------------------------------------------------------------------------
+
+    def _copy(self, inst: Copy, state: StageState) -> dict[str, Node]:
+        if inst.heredocs:
+            return self._heredocs(inst.heredocs, inst.dest, inst.chown, inst.chmod, inst, state)
+        ref = inst.from_ref or StageRef("context", "context")
+        source = self.source_for(ref, state, inst.where("flag:from"))
+        matches = [m for p in inst.sources for m in source.matches(p, inst.exclude, inst.location)]
+        return self._place(matches, inst, state, parents=inst.parents)
+
+    def _add(self, inst: Add, state: StageState) -> dict[str, Node]:
+        if inst.heredocs:
+            return self._heredocs(inst.heredocs, inst.dest, inst.chown, inst.chmod, inst, state)
+        matches: list[Match] = []
+        context = self.source_for(StageRef("context", "context"), state, inst.location)
+        for src in inst.sources:
+            if is_git_url(src):
+                matches.append(self._git(src, inst))
+            elif is_http_url(src):
+                matches.append(self._http(src, inst))
+            else:
+                for match in context.matches(src, inst.exclude, inst.location):
+                    matches.append(self._maybe_unpack(match, inst))
+        return self._place(matches, inst, state, parents=False)
+
+    def _place(
+        self, matches: list[Match], inst: Add | Copy, state: StageState, *, parents: bool
+    ) -> dict[str, Node]:
+        dest = inst.dest
+        into_dir = dest.endswith("/") or clean_path(dest) == "" or state.tree.is_dir(dest)
+        if len(matches) > 1 and not dest.endswith("/"):
+            raise BuildError(
+                f"{inst.keyword.upper()} with several sources needs a destination ending in /",
+                inst.where("dest"),
+            )
+        uid, gid = _owner(inst.chown, state.tree, self.store, inst.location)
+        mode = _mode(inst.chmod, inst.location)
+        files: dict[str, Node] = {}
+        for match in matches:
+            for rel, node in match.files.items():
+                if parents:  # keep the source's own directories below the destination
+                    path = join(dest, posixpath.join(match.path, rel))
+                elif match.is_dir:  # a directory's contents, not the directory itself
+                    path = join(dest, rel)
+                elif into_dir:
+                    path = join(dest, posixpath.basename(match.path))
+                else:
+                    path = clean_path(dest)
+                files[path] = node.owned(uid, gid, mode)
+        return files
+
+    def _heredocs(
+        self,
+        docs: tuple[object, ...],
+        dest: str,
+        chown: str | None,
+        chmod: str | None,
+        inst: Add | Copy,
+        state: StageState,
+    ) -> dict[str, Node]:
+        uid, gid = _owner(chown, state.tree, self.store, inst.location)
+        mode = _mode(chmod, inst.location)
+        files = {}
+        for doc in docs:
+            name, content = getattr(doc, "name"), getattr(doc, "content")  # noqa: B009
+            path = join(dest, name) if dest.endswith("/") or len(docs) > 1 else clean_path(dest)
+            files[path] = self._bytes_node(content.encode()).owned(uid, gid, mode)
+        return files
+
+    def _http(self, url: str, inst: Add) -> Match:
+        # Keyed by URL and checksum: an unchanged rebuild downloads nothing (--no-cache refetches).
+        key = step_key("ADD-http", url, inst.checksum)
+        files = self.cache.get(key)
+        if files is None:
+            self.report(f"downloading {url}")
+            scratch = self.store.scratch()
+            try:
+                target = scratch / url_basename(url)
+                download(url, target, checksum=inst.checksum, where=inst.location)
+                files = {"": Node(self.store.adopt(target), target.stat().st_size)}
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            self.cache.put(key, files)
+        node = files[""]
+        return Match(url_basename(url), False, {"": node})
+
+    def _git(self, url: str, inst: Add) -> Match:
+        scratch = self.store.scratch()
+        try:
+            self.report(f"cloning {url}")
+            checkout = scratch / "repo"
+            git_clone(url, checkout, keep_git_dir=inst.keep_git_dir, where=inst.location)
+            source = DirectorySource(url, checkout, self.store, None)
+            (match,) = source.matches("", inst.exclude, inst.location)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return Match("", True, match.files)
+
+    def _maybe_unpack(self, match: Match, inst: Add) -> Match:
+        """ADD unpacks local tar archives (plain, gzip, bzip2, xz) into the destination."""
+        if match.is_dir:
+            return match
+        node = match.files[""]
+        blob = self.store.path(node.digest)
+        if not tarfile.is_tarfile(blob):
+            return match
+        key = step_key("ADD-unpack", node.digest)
+        files = self.cache.get(key)
+        if files is None:
+            files = self._unpack(blob, inst)
+            self.cache.put(key, files)
+        return Match("", True, files)
+
+    def _unpack(self, blob: Path, inst: Add) -> dict[str, Node]:
+        files: dict[str, Node] = {}
+        try:
+            with tarfile.open(blob) as archive:
+                for member in archive:
+                    name = clean_path(member.name)
+                    if member.name.startswith("/") or ".." in member.name.split("/"):
+                        raise BuildError(
+                            f"archive member {member.name!r} leaves the root", inst.location
+                        )
+                    if member.isfile():
+                        reader = archive.extractfile(member)
+                        assert reader is not None
+                        node = self._bytes_node(reader.read())
+                        files[name] = replace(node, mode=member.mode & 0o7777)
+                    elif not member.isdir():
+                        raise BuildError(
+                            f"archive member {member.name!r}: links and devices are not unpacked",
+                            inst.location,
+                        )
+        except (tarfile.TarError, EOFError, OSError) as error:
+            raise BuildError(f"{blob.name}: cannot unpack: {error}", inst.location) from None
+        return files
+
+    # --- CONVERT / QUANTIZE ------------------------------------------------------------------
+
+    def _convert(self, inst: Convert, state: StageState) -> dict[str, Node]:
+        source = self._source_tree(inst.from_ref, state, inst.location)
+        model = _directory(source, inst.source, inst.where("arg:0"))
+        base = _directory(source, inst.base, inst.where("flag:base")) if inst.base else None
+        key = step_key(
+            "CONVERT",
+            inst.type,
+            inst.cls,
+            posixpath.basename(clean_path(inst.source)),
+            llama_cpp_build().label,
+            _listing(model),
+            _listing(base) if base is not None else None,
+        )
+        return {
+            clean_path(inst.dest): self._cached(
+                key, inst, lambda out: self._run_convert(inst, model, base, out)
+            )
+        }
+
+    def _run_convert(
+        self, inst: Convert, model: dict[str, Node], base: dict[str, Node] | None, out: Path
+    ) -> None:
+        work = out.parent
+        model_dir = self._materialize(
+            model, work / "in" / posixpath.basename(clean_path(inst.source))
+        )
+        base_dir = None
+        if base is not None and inst.base:
+            base_dir = self._materialize(
+                base, work / "base" / posixpath.basename(clean_path(inst.base))
+            )
+        cls: Literal["model", "lora"] = "lora" if inst.cls == "lora" else "model"
+        convert(model_dir, out, out_type=inst.type, cls=cls, base=base_dir)
+
+    def _quantize(self, inst: Quantize, state: StageState) -> dict[str, Node]:
+        source = self._source_tree(inst.from_ref, state, inst.location)
+        model = _file(source, inst.source, inst.where("arg:0"))
+        imatrix = _file(source, inst.imatrix, inst.where("flag:imatrix")) if inst.imatrix else None
+        key = step_key(
+            "QUANTIZE",
+            inst.type,
+            inst.include_weights,
+            inst.exclude_weights,
+            inst.pure,
+            inst.leave_output_tensor,
+            inst.output_tensor_type,
+            inst.token_embedding_type,
+            llama_cpp_build().label,
+            model.digest,
+            imatrix.digest if imatrix else None,
+        )
+
+        def run(out: Path) -> None:
+            quantize(
+                self.store.path(model.digest),
+                out,
+                type=inst.type,
+                imatrix=self.store.path(imatrix.digest) if imatrix else None,
+                include_weights=inst.include_weights,
+                exclude_weights=inst.exclude_weights,
+                pure=inst.pure,
+                leave_output_tensor=inst.leave_output_tensor,
+                output_tensor_type=inst.output_tensor_type,
+                token_embedding_type=inst.token_embedding_type,
+            )
+
+        return {clean_path(inst.dest): self._cached(key, inst, run)}
+
+    def _cached(self, key: str, inst: Convert | Quantize, run: Callable[[Path], None]) -> Node:
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit[""]
+        self.report(inst.created_by)
+        scratch = self.store.scratch()
+        try:
+            out = scratch / "out.gguf"
+            try:
+                run(out)
+            except HarnessError as error:
+                raise BuildError(f"{inst.keyword.upper()} failed: {error}", inst.location) from None
+            size = out.stat().st_size
+            node = Node(self.store.adopt(out), size)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self.cache.put(key, {"": node})
+        return node
+
+    def _source_tree(self, ref: StageRef | None, state: StageState, where: Location) -> Tree:
+        source = self.source_for(ref or StageRef("stage", "current"), state, where)
+        if isinstance(source, TreeSource):
+            return source.tree
+        (match,) = source.matches("", (), where)
+        return Tree(match.files)
+
+    def _materialize(self, files: Mapping[str, Node], directory: Path) -> Path:
+        """A real directory of store files (hard links, else symbolic links) for a tool."""
+        for rel, node in files.items():
+            path = directory / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            blob = self.store.path(node.digest)
+            try:
+                os.link(blob, path)
+            except OSError:
+                os.symlink(blob, path)
+        return directory
+
+    def _bytes_node(self, data: bytes) -> Node:
+        return Node(self.store.put_bytes(data), len(data))
+
+
+def _directory(tree: Tree, path: str, where: Location) -> dict[str, Node]:
+    files = tree.below(path)
+    if not files:
+        raise BuildError(f"{path}: no such directory in the source of this step", where)
+    return files
+
+
+def _file(tree: Tree, path: str, where: Location) -> Node:
+    try:
+        return tree[path]
+    except KeyError:
+        raise BuildError(f"{path}: no such file in the source of this step", where) from None
+
+
+def _listing(files: Mapping[str, Node]) -> list[tuple[str, str]]:
+    return sorted((rel, node.digest) for rel, node in files.items())
+
+
+def _mode(chmod: str | None, where: Location) -> int | None:
+    if chmod is None:
+        return None
+    try:
+        return int(chmod, 8) & 0o7777
+    except ValueError:
+        raise BuildError(f"--chmod={chmod}: expected an octal mode such as 644", where) from None
+
+
+def _owner(
+    chown: str | None, tree: Tree, store: ContentStore, where: Location
+) -> tuple[int | None, int | None]:
+    """--chown=USER[:GROUP] by number, or by name through the stage's /etc/passwd and group."""
+    if chown is None:
+        return None, None
+    user, _, group = chown.partition(":")
+    uid = _id(user, "etc/passwd", tree, store, where)
+    gid = _id(group, "etc/group", tree, store, where) if group else uid
+    return uid, gid
+
+
+def _id(name: str, table: str, tree: Tree, store: ContentStore, where: Location) -> int:
+    if name.isdigit():
+        return int(name)
+    if table in tree:
+        for line in store.path(tree[table].digest).read_text(errors="replace").splitlines():
+            fields = line.split(":")
+            if len(fields) > 2 and fields[0] == name and fields[2].isdigit():
+                return int(fields[2])
+    raise BuildError(f"--chown: no {name!r} in the stage's /{table}", where)

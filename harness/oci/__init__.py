@@ -1,0 +1,82 @@
+"""OCI images for GGUF models: a reproducible layout writer, a verifying reader, and the image
+config GGUF Packer writes (see docs/image-format.md).
+
+``LayoutWriter`` builds an OCI image layout all-or-nothing; ``read_layout`` reads one back
+(OCI or Docker schema 2 media types) checking every blob; ``files`` and ``extract`` see the
+merged filesystem and copy files out safely. ``gguf_entry``, ``seed_config``, ``image_config``
+and ``derived_labels`` build the config the seed writes; ``parse_seed_config`` checks one as
+the seed's consumer reads it.
+"""
+
+from ._errors import OCIError
+from ._extract import ImageFile, extract, files
+from ._layer import COMPRESSIONS, Layer, LayerEntry, LayerStats, default_mtime, write_layer
+from ._layout import Image, LayoutWriter, read_layout
+from ._media import (
+    DOCKER_CONFIG,
+    DOCKER_LAYER_GZIP,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    OCI_MANIFEST,
+    REF_NAME,
+    Descriptor,
+    canonical_json,
+)
+from ._seed import (
+    HISTORY_COMMENT,
+    HistoryEntry,
+    SeedConfig,
+    SeedEntry,
+    derived_labels,
+    format_bpw,
+    format_parameters,
+    gguf_entry,
+    image_config,
+    parse_seed_config,
+    seed_config,
+)
+
+__all__ = [
+    "COMPRESSIONS",
+    "DOCKER_CONFIG",
+    "DOCKER_LAYER_GZIP",
+    "DOCKER_MANIFEST",
+    "DOCKER_MANIFEST_LIST",
+    "HISTORY_COMMENT",
+    "OCI_CONFIG",
+    "OCI_INDEX",
+    "OCI_LAYER",
+    "OCI_LAYER_GZIP",
+    "OCI_LAYER_ZSTD",
+    "OCI_MANIFEST",
+    "REF_NAME",
+    "Descriptor",
+    "HistoryEntry",
+    "Image",
+    "ImageFile",
+    "Layer",
+    "LayerEntry",
+    "LayerStats",
+    "LayoutWriter",
+    "OCIError",
+    "SeedConfig",
+    "SeedEntry",
+    "canonical_json",
+    "default_mtime",
+    "derived_labels",
+    "extract",
+    "files",
+    "format_bpw",
+    "format_parameters",
+    "gguf_entry",
+    "image_config",
+    "parse_seed_config",
+    "read_layout",
+    "seed_config",
+    "write_layer",
+]

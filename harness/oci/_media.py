@@ -1,0 +1,119 @@
+"""Media types, descriptors, digests and the canonical JSON every blob we write is encoded in."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from harness.errors import Location
+
+from ._errors import OCIError
+
+__all__ = [
+    "DOCKER_CONFIG",
+    "DOCKER_LAYER_GZIP",
+    "DOCKER_MANIFEST",
+    "DOCKER_MANIFEST_LIST",
+    "IMAGE_MANIFESTS",
+    "INDEXES",
+    "OCI_CONFIG",
+    "OCI_INDEX",
+    "OCI_LAYER",
+    "OCI_LAYER_GZIP",
+    "OCI_LAYER_ZSTD",
+    "OCI_MANIFEST",
+    "REF_NAME",
+    "Descriptor",
+    "canonical_json",
+    "check_digest",
+    "layer_compression",
+    "sha256_digest",
+]
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = OCI_LAYER + "+gzip"
+OCI_LAYER_ZSTD = OCI_LAYER + "+zstd"
+# Docker schema 2: what BuildKit writes by default, so what the seed's images carry.
+DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+INDEXES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+IMAGE_MANIFESTS = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+REF_NAME = "org.opencontainers.image.ref.name"
+
+# Tar layer media type -> compression. Non-distributable and "foreign" layers are still tars.
+_LAYER_COMPRESSION = {
+    OCI_LAYER: "none",
+    OCI_LAYER_GZIP: "gzip",
+    OCI_LAYER_ZSTD: "zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar": "none",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": "gzip",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": "zstd",
+    "application/vnd.docker.image.rootfs.diff.tar": "none",
+    DOCKER_LAYER_GZIP: "gzip",
+    "application/vnd.docker.image.rootfs.diff.tar.zstd": "zstd",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "gzip",
+}
+_DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+
+
+def layer_compression(media_type: str) -> str | None:
+    """The compression ("gzip", "zstd", "none") of a tar layer media type; None if not a tar."""
+    return _LAYER_COMPRESSION.get(media_type)
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def check_digest(value: object, key: str | None = None, location: Location | None = None) -> str:
+    """``value`` if it is a digest we can verify; a strict pattern also keeps blob paths inside
+    the layout (a digest like ``sha256:../../x`` is refused, not joined to a path)."""
+    if not isinstance(value, str) or not _DIGEST.match(value):
+        raise OCIError(f"not a sha256/sha512 digest: {value!r}", location, key=key)
+    return value
+
+
+def canonical_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON in the dict's own key order: the same value always hashes the same.
+
+    Keys are not sorted so that a record reads in the order its spec lists the fields; every
+    writer here builds its dicts in a fixed order.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:  # NaN or infinity: not JSON, and Go's encoder refuses them too
+        raise OCIError(f"value cannot be written as JSON: {exc}") from None
+    return text.encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """A content descriptor: what a blob is, its digest and its size in bytes."""
+
+    media_type: str
+    digest: str
+    size: int
+    annotations: Mapping[str, str] | None = None
+    platform: Mapping[str, Any] | None = None
+    artifact_type: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        result: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest}
+        result["size"] = self.size
+        if self.artifact_type is not None:
+            result["artifactType"] = self.artifact_type
+        if self.platform is not None:
+            result["platform"] = dict(self.platform)
+        if self.annotations:
+            result["annotations"] = dict(self.annotations)
+        return result

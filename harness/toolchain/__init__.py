@@ -1,0 +1,52 @@
+"""The pinned llama.cpp tools: its build identity, its converter (CONVERT) and quantizer (QUANTIZE).
+
+``convert`` runs llama.cpp's own ``convert_hf_to_gguf.py`` (or ``convert_lora_to_gguf.py``), taken
+from the llama-cpp-python sdist of the installed version so that converter and runtime share one
+commit; ``quantize`` calls the library's ``llama_model_quantize`` in-process, or a
+``llama-quantize`` binary when one is configured.
+"""
+
+from __future__ import annotations
+
+from ._convert import CONVERT_CLASSES, CONVERT_TYPES, convert
+from ._errors import ToolchainError
+from ._imatrix import Imatrix, load_imatrix
+from ._llama import (
+    CACHE_ENV,
+    SDIST_ENV,
+    LlamaBuild,
+    Progress,
+    cache_dir,
+    converter_commit,
+    converter_dir,
+    llama_cpp_build,
+    llama_cpp_python_version,
+)
+from ._qtypes import GGML_TYPES, QUANTIZE_TYPES, REMOVED_TYPES, QuantizeOptions, quantize_options
+from ._quantize import QUANTIZE_BINARY_ENV, quantize, quantize_command
+
+__all__ = [
+    "CACHE_ENV",
+    "CONVERT_CLASSES",
+    "CONVERT_TYPES",
+    "GGML_TYPES",
+    "QUANTIZE_BINARY_ENV",
+    "QUANTIZE_TYPES",
+    "REMOVED_TYPES",
+    "SDIST_ENV",
+    "Imatrix",
+    "LlamaBuild",
+    "Progress",
+    "QuantizeOptions",
+    "ToolchainError",
+    "cache_dir",
+    "convert",
+    "converter_commit",
+    "converter_dir",
+    "llama_cpp_build",
+    "llama_cpp_python_version",
+    "load_imatrix",
+    "quantize",
+    "quantize_command",
+    "quantize_options",
+]

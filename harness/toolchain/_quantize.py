@@ -1,0 +1,194 @@
+"""QUANTIZE: one GGUF file to another quantization type, with llama.cpp's own quantizer.
+
+Through ``llama_model_quantize`` (what ``llama-quantize`` calls; same output bytes) in a child
+Python process or in this one, or through a ``llama-quantize`` binary when one is given or
+configured with ``$GGUF_HARNESS_LLAMA_QUANTIZE``. Either way the result is written beside ``dest``
+and renamed into place only on success.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._errors import ToolchainError
+from ._inprocess import quantize_in_process
+from ._llama import Progress
+from ._process import error_line, run_tool
+from ._qtypes import GGML_TYPE_NAMES, QuantizeOptions, quantize_options
+from ._staging import staged_output
+
+__all__ = [
+    "QUANTIZE_BINARY_ENV",
+    "quantize",
+    "quantize_command",
+]
+
+QUANTIZE_BINARY_ENV = "GGUF_HARNESS_LLAMA_QUANTIZE"
+
+
+def quantize(
+    src: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    *,
+    type: str,
+    imatrix: str | os.PathLike[str] | None = None,
+    imatrix_label: str | None = None,
+    include_weights: Sequence[str] = (),
+    exclude_weights: Sequence[str] = (),
+    pure: bool = False,
+    leave_output_tensor: bool = False,
+    output_tensor_type: str | None = None,
+    token_embedding_type: str | None = None,
+    allow_requantize: bool = False,
+    nthread: int | None = None,
+    binary: str | os.PathLike[str] | None = None,
+    isolated: bool = True,
+    progress: Progress | None = None,
+) -> Path:
+    """Quantize the GGUF file ``src`` to ``type`` into ``dest`` and return ``dest``.
+
+    Flags mirror gguf-packer's QUANTIZE (and llama-quantize's): type names are case-insensitive.
+    ``include_weights`` / ``exclude_weights`` filter the imatrix by tensor-name substring and
+    need ``imatrix``. ``imatrix_label`` is the name recorded as ``quantize.imatrix.file``
+    (default: the path as given, as llama-quantize records it; a build that reads the imatrix
+    from a scratch or cache path passes the Packerfile's name so the output stays reproducible).
+    ``nthread=None`` uses every core.
+
+    Without a binary, llama.cpp's ``llama_model_quantize`` runs in a child Python process
+    (``isolated``, the default: Ctrl-C stops it at once and a llama.cpp abort becomes a
+    ToolchainError) or, with ``isolated=False``, in this process (no start-up cost, for tests
+    and tiny models).
+    """
+    options = quantize_options(
+        type,
+        imatrix=imatrix,
+        imatrix_label=imatrix_label,
+        include_weights=include_weights,
+        exclude_weights=exclude_weights,
+        pure=pure,
+        leave_output_tensor=leave_output_tensor,
+        output_tensor_type=output_tensor_type,
+        token_embedding_type=token_embedding_type,
+        allow_requantize=allow_requantize,
+        nthread=nthread,
+    )
+    source = Path(src)
+    target = Path(dest)
+    tool = _binary(binary)
+    with staged_output(target) as tmp:
+        if tool is None and isolated:
+            _quantize_in_child(source, tmp, options, progress)
+        elif tool is None:
+            quantize_in_process(source, tmp, options, progress)
+        else:
+            _quantize_with_binary(tool, source, tmp, options, progress)
+    return target
+
+
+def _binary(binary: str | os.PathLike[str] | None) -> Path | None:
+    configured = binary if binary is not None else os.environ.get(QUANTIZE_BINARY_ENV) or None
+    if configured is None:
+        return None
+    found = shutil.which(os.fspath(configured))
+    if found is None:
+        raise ToolchainError.at(
+            os.fspath(configured), "llama-quantize binary not found or not executable"
+        )
+    return Path(found)
+
+
+# -- in a child process ----------------------------------------------------------------------
+
+
+def _quantize_in_child(
+    source: Path, out: Path, options: QuantizeOptions, progress: Progress | None
+) -> None:
+    from . import _worker
+
+    def forward(line: str) -> None:
+        if progress is not None and not line.startswith(_worker.ERROR_MARK):
+            progress(line)
+
+    command = [sys.executable, "-m", _worker.__name__, _worker.request(source, out, options)]
+    run = run_tool(command, env=_child_environment(), progress=forward)
+    if run.returncode == 0:
+        return
+    lines = run.tail.splitlines()
+    marked = [line for line in lines if line.startswith(_worker.ERROR_MARK)]
+    detail = "\n".join(line for line in lines if not line.startswith(_worker.ERROR_MARK))
+    if marked:
+        message, where = _worker.reported_error(marked[-1])
+        raise ToolchainError.at(where or source, message, detail=detail)
+    if run.returncode < 0:
+        message = (
+            f"quantizing to {options.type} crashed (signal {-run.returncode}): {error_line(detail)}"
+        )
+    else:
+        message = (
+            f"quantizing to {options.type} failed (exit {run.returncode}): {error_line(detail)}"
+        )
+    raise ToolchainError.at(source, message, detail=detail)
+
+
+def _child_environment() -> dict[str, str]:
+    # the child imports this package: make it importable even from an uninstalled checkout
+    root = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+# -- binary ------------------------------------------------------------------------------------
+
+
+def _quantize_with_binary(
+    tool: Path, source: Path, out: Path, options: QuantizeOptions, progress: Progress | None
+) -> None:
+    if options.imatrix_label is not None:
+        # llama-quantize always records the path it was given
+        raise ToolchainError.at(tool, "imatrix_label needs the in-process quantizer, not a binary")
+    run = run_tool(quantize_command(tool, source, out, options), progress=progress)
+    if run.returncode != 0:
+        reason = next(
+            (
+                line.split("failed to quantize:", 1)[1].strip()
+                for line in reversed(run.tail.splitlines())
+                if "failed to quantize:" in line
+            ),
+            None,
+        )
+        raise ToolchainError.at(
+            source,
+            f"{tool.name} to {options.type} failed: {reason or error_line(run.tail)}",
+            detail=run.tail,
+        )
+
+
+def quantize_command(tool: Path, source: Path, out: Path, options: QuantizeOptions) -> list[str]:
+    """The llama-quantize command line for ``options``, flags first as it requires."""
+    command = [str(tool)]
+    if options.allow_requantize:
+        command.append("--allow-requantize")
+    if options.leave_output_tensor:
+        command.append("--leave-output-tensor")
+    if options.pure:
+        command.append("--pure")
+    if options.imatrix is not None:
+        command += ["--imatrix", os.fspath(options.imatrix)]
+    for name in options.include_weights:
+        command += ["--include-weights", name]
+    for name in options.exclude_weights:
+        command += ["--exclude-weights", name]
+    if options.output_tensor_type is not None:
+        command += ["--output-tensor-type", GGML_TYPE_NAMES[options.output_tensor_type]]
+    if options.token_embedding_type is not None:
+        command += ["--token-embedding-type", GGML_TYPE_NAMES[options.token_embedding_type]]
+    command += [os.fspath(source), os.fspath(out), options.type]
+    if options.nthread:
+        command.append(str(options.nthread))
+    return command
