@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -168,9 +169,9 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _test(args: argparse.Namespace) -> int:
-    import pytest  # only this face needs pytest; importing it costs time the others should not pay
-
-    return int(pytest.main(list(args.pytest_args)))
+    # A fresh interpreter: pytest must import the plugin (and rewrite asserts) itself, which it
+    # cannot do for modules this process has already imported.
+    return subprocess.call([sys.executable, "-m", "pytest", *args.pytest_args])
 
 
 if __name__ == "__main__":

@@ -42,6 +42,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="write the JSON report of every model check (expected, measured, outcome) to PATH",
     )
+    group.addoption(
+        "--harness-out",
+        metavar="DIR",
+        default="out",
+        help="where built images are written, one OCI layout per model (default: out)",
+    )
     parser.addini(
         "harness_model_files",
         type="args",
@@ -51,7 +57,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_pipeline_key] = Pipeline()
+    config.stash[_pipeline_key] = Pipeline(Path(config.getoption("--harness-out")))
     config.stash[_report_key] = Report()
 
 

@@ -76,8 +76,12 @@ class BuildOptions:
 @dataclass(frozen=True)
 class BuildResult:
     output: Path
+    tag: str
     manifest: Descriptor
     config: dict[str, Any]
+    # The GGUF files the Cmd names (in-image path as written -> a readable copy), so that later
+    # stages can read them without unpacking layers.
+    files: dict[str, Path]
     cache_hits: int
     cache_misses: int
 
@@ -203,17 +207,22 @@ class _Builder:
             config_object, [layer.diff_id for layer, _ in layers], history, created
         )
         with LayoutWriter(self.options.output) as writer:
-            descriptors = [
-                writer.add_blob(blob, layer.descriptor.media_type) for layer, blob in layers
-            ]
-            written = [
-                Layer(d, layer.diff_id, layer.tar_size)
-                for d, (layer, _) in zip(descriptors, layers, strict=True)
-            ]
-            manifest = writer.add_image(config, written)
+            for layer, blob in layers:
+                writer.add_stored_blob(blob, layer.descriptor)
+            manifest = writer.add_image(config, [layer for layer, _blob in layers])
             writer.tag(manifest, self.options.tag)
+        files = {
+            role.path: self.store.path(state.tree[clean_path(role.path)].digest)
+            for role in cmd_roles(cmd)
+        }
         return BuildResult(
-            self.options.output, manifest, config, self.cache.hits, self.cache.misses
+            self.options.output,
+            self.options.tag,
+            manifest,
+            config,
+            files,
+            self.cache.hits,
+            self.cache.misses,
         )
 
     def _roles(

@@ -87,7 +87,7 @@ class ContentStore:
 
     def adopt(self, tmp: Path) -> str:
         """Move a finished temporary file (a step's output) into the store."""
-        digest = "sha256:" + _sha256_file(tmp)
+        digest = _sha256_file(tmp)
         target = self.path(digest)
         if target.exists():
             tmp.unlink()

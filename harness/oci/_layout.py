@@ -136,7 +136,7 @@ class LayoutWriter:
         A hard link when the file is on the same filesystem, else a copy: a rebuild that reuses
         cached layers then costs no hashing and, usually, no copying.
         """
-        final = self._blobs() / descriptor.digest.split(":", 1)[1]
+        final = self._blobs() / check_digest(descriptor.digest).split(":", 1)[1]
         if not final.exists():
             try:
                 os.link(path, final)
