@@ -6,10 +6,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: skopeo, an independent OCI implementation the tests check our images with.
+# Debian packages the tests talk to (tests/services.py starts the services): skopeo, an independent
+# OCI implementation the tests check our images with; docker.io (dockerd 20.10 and the 20.10 client
+# at /usr/bin/docker, which builds with BuildKit without buildx); docker-registry (CNCF
+# distribution 2.8); apache2-utils for htpasswd's bcrypt; openssl for the test registry's TLS.
+# Each entry is PROGRAM:PACKAGE, the program proving the package is there.
 missing=()
-for tool in skopeo git; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+for entry in skopeo:skopeo git:git /usr/sbin/dockerd:docker.io /usr/bin/docker:docker.io \
+    docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl; do
+    tool=${entry%%:*} package=${entry#*:}
+    if ! command -v "$tool" >/dev/null 2>&1 && [[ " ${missing[*]-} " != *" $package "* ]]; then
+        missing+=("$package")
+    fi
 done
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

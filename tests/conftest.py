@@ -12,7 +12,8 @@ from collections.abc import Generator
 
 import pytest
 
-pytest_plugins = ["pytester"]
+# tests/services.py: the dockerd, registry and registry_factory fixtures (real services).
+pytest_plugins = ["pytester", "tests.services"]
 
 IN_CI = os.environ.get("CI") == "true"
 

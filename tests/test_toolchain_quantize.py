@@ -31,7 +31,6 @@ gguf = pytest.importorskip("gguf")
 component = pytest.mark.component("llama.cpp")
 
 # A real llama-quantize to compare against; every other test runs without one configured.
-_REAL_BINARY = os.environ.get(QUANTIZE_BINARY_ENV)
 
 
 @pytest.fixture(autouse=True)
@@ -406,34 +405,6 @@ def test_a_very_low_bit_type_succeeds_with_an_imatrix(
     out = quantize(f16, tmp_path / "iq2.gguf", type="IQ2_XXS", imatrix=legacy, nthread=1)
     assert _meta(out, "general.file_type") == 19
     assert _types(out)["blk.0.ffn_up.weight"] == "IQ2_XXS"
-
-
-@pytest.mark.skipif(not _REAL_BINARY, reason=f"set {QUANTIZE_BINARY_ENV} to compare")
-def test_in_process_output_is_byte_identical_to_llama_quantize(
-    f16: Path, matmul_columns: dict[str, int], tmp_path: Path
-) -> None:
-    binary = _REAL_BINARY
-    matrix = write_imatrix(tmp_path / "imatrix.gguf", matmul_columns)
-    legacy = write_imatrix(tmp_path / "imatrix.dat", matmul_columns, legacy=True)
-    cases: list[tuple[str, dict[str, object]]] = [
-        ("Q4_K_M", {}),
-        ("Q5_K_M", {"imatrix": matrix, "pure": True}),
-        ("IQ2_XXS", {"imatrix": legacy}),
-        (
-            "Q4_K_S",
-            {
-                "imatrix": matrix,
-                "include_weights": ["attn_"],
-                "output_tensor_type": "q8_0",
-                "token_embedding_type": "Q5_0",
-            },
-        ),
-        ("Q6_K", {"imatrix": matrix, "exclude_weights": ["ffn_"], "leave_output_tensor": True}),
-    ]
-    for qtype, kwargs in cases:
-        by_binary = quantize(f16, tmp_path / "b.gguf", type=qtype, binary=binary, **kwargs)  # type: ignore[arg-type]
-        in_process = quantize(f16, tmp_path / "p.gguf", type=qtype, **kwargs)  # type: ignore[arg-type]
-        assert by_binary.read_bytes() == in_process.read_bytes(), qtype
 
 
 def _loaded_file_type(path: Path) -> int:
