@@ -477,3 +477,14 @@ def test_undefined_variable_is_a_warning_and_expands_to_nothing() -> None:
     (warning,) = built.warnings
     assert (warning.code, at(warning)) == ("undefined-variable", "2:8")
     assert "'NOPE' is not defined here" in warning.message
+
+
+def test_quantize_types_are_the_pinned_llama_cpps() -> None:
+    # Regression: the seed's table still accepted types llama.cpp has removed (they failed only
+    # at build time) and refused ones it has gained; both now follow the toolchain's table.
+    from harness.packerfile import parse, plan
+
+    removed = 'FROM scratch\nQUANTIZE --type=Q4_0_4_4 a.gguf b.gguf\nCMD ["-m", "b.gguf"]\n'
+    with pytest.raises(PackerfileError, match=r"GGUFPackerfile:2:10: .*did you mean Q4_0"):
+        plan(parse(removed))
+    plan(parse(removed.replace("Q4_0_4_4", "COPY")))
