@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 # Each entry is PROGRAM:PACKAGE, the program proving the package is there.
 missing=()
 for entry in skopeo:skopeo git:git /usr/sbin/dockerd:docker.io /usr/bin/docker:docker.io \
-    docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl; do
+    docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl git-lfs:git-lfs; do
     tool=${entry%%:*} package=${entry#*:}
     if ! command -v "$tool" >/dev/null 2>&1 && [[ " ${missing[*]-} " != *" $package "* ]]; then
         missing+=("$package")

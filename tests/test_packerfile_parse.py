@@ -449,8 +449,10 @@ def test_load_ignore_of_the_from_image_example() -> None:
         ("GGUFPackerfile", False, 1),
         ("notes", False, 2),
         ("*.bak", False, 3),
+        ("base", False, 4),
     ]
     assert matcher.ignored("GGUFPackerfile")
+    assert matcher.ignored("base/blobs/sha256/0123")  # the default FROM layout stays out of /app
     assert matcher.ignored("notes")
     assert matcher.ignored("notes/todo.txt")
     assert matcher.ignored("system-prompt.txt.bak")

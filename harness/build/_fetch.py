@@ -9,6 +9,7 @@ seed could only do with a forked BuildKit.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import subprocess
@@ -24,6 +25,8 @@ from harness.errors import Location
 __all__ = ["download", "git_clone", "is_git_url", "is_http_url", "url_basename"]
 
 _CHUNK = 1 << 20
+# Requests per download before an interrupted one is left for the next build to resume.
+_ATTEMPTS = 3
 _ALGORITHMS = {"sha256", "sha384", "sha512"}
 
 Progress = Callable[[int, int | None], None]
@@ -64,30 +67,24 @@ def download(
     progress: Progress | None = None,
     timeout: float = 60.0,
 ) -> None:
-    """Fetch ``url`` into ``dest`` (resuming ``dest.part``), verifying ``checksum`` if given."""
+    """Fetch ``url`` into ``dest`` (resuming ``dest.part``), verifying ``checksum`` if given.
+
+    A response that ends before its Content-Length is resumed with a Range request, a few times;
+    if it still falls short, the ``.part`` file stays for the next try to resume.
+    """
     expected = _parse_checksum(checksum, where) if checksum else None
     part = dest.with_name(dest.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            resumed = have > 0 and response.status == 206
-            total = _total(response.headers.get("Content-Length"), have if resumed else 0)
-            with open(part, "ab" if resumed else "wb") as out:
-                done = have if resumed else 0
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
-                    done += len(chunk)
-                    if progress is not None:
-                        progress(done, total)
-    except urllib.error.HTTPError as error:
-        if error.code == 416 and have:  # the part file is already whole
-            pass
-        else:
-            raise BuildError(f"{url}: HTTP {error.code} {error.reason}", where) from None
-    except (urllib.error.URLError, OSError, TimeoutError) as error:
-        reason = getattr(error, "reason", error)
-        raise BuildError(f"{url}: download failed ({reason}); rerun to resume", where) from None
+    done, total, broken = 0, None, False
+    for _attempt in range(_ATTEMPTS):
+        before = part.stat().st_size if part.exists() else 0
+        done, total, broken = _fetch(url, part, before, where, progress, timeout)
+        if total is None or done >= total or done <= before:
+            break
+    if (total is not None and done < total) or (total is None and broken):
+        of = f" of {total}" if total is not None else ""
+        raise BuildError(
+            f"{url}: download interrupted after {done}{of} bytes; rerun to resume", where
+        )
     if expected is not None:
         algorithm, value = expected
         actual = _hash_file(part, algorithm)
@@ -98,6 +95,44 @@ def download(
                 where,
             )
     os.replace(part, dest)
+
+
+def _fetch(
+    url: str, part: Path, have: int, where: Location, progress: Progress | None, timeout: float
+) -> tuple[int, int | None, bool]:
+    """One request for what ``part`` lacks: (bytes in ``part``, expected total, whether the
+    connection broke before the body ended)."""
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and have:  # the part file is already whole
+            return have, None, False
+        raise BuildError(f"{url}: HTTP {error.code} {error.reason}", where) from None
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise BuildError(f"{url}: download failed ({reason}); rerun to resume", where) from None
+    broken = False
+    with response:
+        resumed = have > 0 and response.status == 206
+        done = have if resumed else 0
+        total = _total(response.headers.get("Content-Length"), done)
+        with open(part, "ab" if resumed else "wb") as out:
+            while not broken:
+                try:
+                    chunk = response.read(_CHUNK)
+                except http.client.IncompleteRead as error:
+                    chunk, broken = error.partial, True
+                except (http.client.HTTPException, OSError):
+                    chunk, broken = b"", True
+                if not chunk:
+                    break
+                # what arrived is kept, also from a broken read: the caller resumes from there
+                out.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+    return done, total, broken
 
 
 def _total(length: str | None, offset: int) -> int | None:
@@ -119,13 +154,23 @@ def git_clone(url: str, dest: Path, *, keep_git_dir: bool, where: Location) -> s
         raise BuildError(f"{url}: ADD of a git repository needs git installed", where)
     address, _, ref = url.partition("#")
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_LFS_SKIP_SMUDGE": "0"}
-    clone = ["git", "clone", "--quiet", "--no-tags"]
-    if not ref:
-        clone += ["--depth", "1"]
-    _git([*clone, address, str(dest)], env, url, where)
+    clone = ["git", "clone", "--quiet"]
+    if ref:  # the whole history, tags included, so that REF may be a branch, tag or commit
+        _git([*clone, address, str(dest)], env, url, where)
+    else:
+        try:
+            _git([*clone, "--no-tags", "--depth", "1", address, str(dest)], env, url, where)
+        except BuildError as error:
+            if "does not support shallow" not in str(error):  # dumb HTTP: no shallow clones
+                raise
+            shutil.rmtree(dest, ignore_errors=True)
+            _git([*clone, "--no-tags", address, str(dest)], env, url, where)
     if ref:
         _git(["git", "-C", str(dest), "checkout", "--quiet", ref], env, url, where)
     if shutil.which("git-lfs") is not None:
+        # The filters in the clone's own config: `git lfs pull` skips the checkout where git-lfs
+        # was never `git lfs install`ed for the user or system, leaving pointer files behind.
+        _git(["git", "-C", str(dest), "lfs", "install", "--local", "--skip-repo"], env, url, where)
         _git(["git", "-C", str(dest), "lfs", "pull"], env, url, where)
     commit = _git(["git", "-C", str(dest), "rev-parse", "HEAD"], env, url, where).strip()
     if not keep_git_dir:

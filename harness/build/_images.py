@@ -17,10 +17,31 @@ from harness.build._steps import BaseLayer, History, StageState
 from harness.build._store import ContentStore
 from harness.build._tree import Node, Tree
 from harness.errors import HarnessError, Location
-from harness.oci import Image, extract, read_layout
+from harness.oci import Descriptor, Image, extract, read_layout
 from harness.packerfile import OCI_LAYOUT_SCHEME
 
 __all__ = ["BaseImages"]
+
+# Labels a base image derived for its own build and main model: an image built FROM it derives
+# its own (its creation time, its base, its main model's facts), so these are not inherited.
+# A LABEL in this image's Packerfile, and --label, still set any of them.
+_REDERIVED = {
+    "org.opencontainers.image.created",
+    "org.opencontainers.image.base.name",
+    "org.opencontainers.image.base.digest",
+    "org.opencontainers.image.title",
+    "org.opencontainers.image.authors",
+    "org.opencontainers.image.url",
+    "org.opencontainers.image.description",
+    "org.opencontainers.image.licenses",
+}
+_KEPT_MODEL_LABELS = {"gguf.model.vendor", "gguf.model.usage", "gguf.model.from"}
+
+
+def _inherited(label: str) -> bool:
+    if label in _REDERIVED:
+        return False
+    return not label.startswith("gguf.model.") or label in _KEPT_MODEL_LABELS
 
 
 class BaseImages:
@@ -58,10 +79,25 @@ class BaseImages:
                 str(h.get("created_by", "")),
                 bool(h.get("empty_layer", False)),
                 str(h.get("comment", "")),
+                h["created"] if isinstance(h.get("created"), str) else None,
             )
             for h in image.config.get("history") or []
             if isinstance(h, Mapping)
         ]
+        if len(image.diff_ids) != len(image.layers):
+            raise BuildError(
+                f"{ref}: the config lists {len(image.diff_ids)} diff_ids for "
+                f"{len(image.layers)} layers",
+                where,
+            )
+        # The layers go into the new image as they are, and the base's files may come from the
+        # cache: check each blob against its digest (remembered while the file is unchanged).
+        for descriptor in image.layers:
+            if not self._intact(image.blob_path(descriptor.digest), descriptor):
+                raise BuildError(
+                    f"{ref}: layer {descriptor.digest} is missing or does not match its digest",
+                    where,
+                )
         layers = [
             BaseLayer(d, diff_id, image.blob_path(d.digest))
             for d, diff_id in zip(image.layers, image.diff_ids, strict=True)
@@ -70,11 +106,20 @@ class BaseImages:
             tree=self._tree(image, ref, where),
             layers=list(layers),
             history=history,
-            labels=image.labels,
+            labels={k: v for k, v in image.labels.items() if _inherited(k)},
             cmd=tuple(str(a) for a in cmd) if isinstance(cmd, list) else None,
             base_name=ref,
             base_digest=image.descriptor.digest,
         )
+
+    def _intact(self, blob: Path, descriptor: Descriptor) -> bool:
+        try:
+            return (
+                blob.stat().st_size == descriptor.size
+                and self.store.digest_of(blob) == descriptor.digest
+            )
+        except OSError:
+            return False
 
     def _tree(self, image: Image, ref: str, where: Location) -> Tree:
         key = step_key("image-files", image.descriptor.digest)

@@ -180,7 +180,7 @@ class _Builder:
         created = _created()
         labels = derived_labels(
             model[0][0],
-            {k: v for k, v in state.labels.items() if not _is_derived(k)},
+            state.labels,
             created,
             state.base_name,
             state.base_digest,
@@ -201,7 +201,8 @@ class _Builder:
         )
         layers = [self._layer(layer) for layer in state.layers]
         history = [
-            HistoryEntry(h.created_by, h.comment, h.empty_layer, created) for h in state.history
+            HistoryEntry(h.created_by, h.comment, h.empty_layer, h.created or created)
+            for h in state.history
         ]
         config = image_config(
             config_object, [layer.diff_id for layer, _ in layers], history, created
@@ -289,15 +290,6 @@ class _Builder:
 
 def _first(entries: list[tuple[dict[str, Any], int]] | None) -> dict[str, Any] | None:
     return entries[0][0] if entries else None
-
-
-def _is_derived(label: str) -> bool:
-    """Labels describing a base image's model, recomputed for this image's own main model."""
-    return label.startswith("gguf.model.") and label not in {
-        "gguf.model.vendor",
-        "gguf.model.usage",
-        "gguf.model.from",
-    }
 
 
 def _ran_tools(build_plan: BuildPlan) -> bool:

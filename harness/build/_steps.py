@@ -67,6 +67,7 @@ class History:
     created_by: str
     empty_layer: bool
     comment: str = HISTORY_COMMENT
+    created: str | None = None  # a base image's entry keeps its date; ours get the build's
 
 
 @dataclass
@@ -206,13 +207,15 @@ class Steps:
         files = self.cache.get(key)
         if files is None:
             self.report(f"downloading {url}")
-            scratch = self.store.scratch()
-            try:
-                target = scratch / url_basename(url)
-                download(url, target, checksum=inst.checksum, where=inst.location)
-                files = {"": Node(self.store.adopt(target), target.stat().st_size)}
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
+            # Not a scratch directory: an interrupted download's .part file stays here for the
+            # next build to resume.
+            downloads = self.store.root / "downloads" / key
+            downloads.mkdir(parents=True, exist_ok=True)
+            target = downloads / url_basename(url)
+            download(url, target, checksum=inst.checksum, where=inst.location)
+            size = target.stat().st_size
+            files = {"": Node(self.store.adopt(target), size)}
+            shutil.rmtree(downloads, ignore_errors=True)
             self.cache.put(key, files)
         node = files[""]
         return Match(url_basename(url), False, {"": node})
@@ -401,10 +404,11 @@ def _listing(files: Mapping[str, Node]) -> list[tuple[str, str]]:
 def _mode(chmod: str | None, where: Location) -> int | None:
     if chmod is None:
         return None
-    try:
-        return int(chmod, 8) & 0o7777
-    except ValueError:
-        raise BuildError(f"--chmod={chmod}: expected an octal mode such as 644", where) from None
+    # Octal digits only: int() would also take "-1" or "0o7", and masking 17777 to 7777 would
+    # hide the mistake.
+    if not (chmod and set(chmod) <= set("01234567") and int(chmod, 8) <= 0o7777):
+        raise BuildError(f"--chmod={chmod}: expected an octal mode such as 644", where)
+    return int(chmod, 8)
 
 
 def _owner(
