@@ -9,32 +9,56 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.build import BuildOptions, BuildResult, build, cache_root
 from harness.errors import ArtifactError, HarnessError
-from harness.expect import ModelSpec, Subject
+from harness.estimate import Budget, BudgetResult, RunSettings, evaluate_budget
+from harness.expect import ModelSpec, Section, Subject
 from harness.gguf import read_facts
 from harness.oci import Image, extract, parse_seed_config, read_layout
+from harness.packerfile import cmd_roles
 
-__all__ = ["Pipeline", "produce_subject", "subject_of_layout"]
+__all__ = ["Artifact", "Pipeline", "budgets_of", "check_memory", "produce_artifact"]
 
 
-def produce_subject(spec: ModelSpec, out_dir: Path) -> Subject:
-    """The thing a model's expectations are checked against."""
+@dataclass(frozen=True)
+class Artifact:
+    """What one model produced: the subject its expectations check, and its runnable files."""
+
+    subject: Subject
+    cmd: tuple[str, ...] | None  # the image's Cmd; None for a bare GGUF
+    files: Mapping[str, Path]  # each Cmd role's path as written -> a readable file
+    image: Path | None = None  # the OCI layout, when there is an image
+    tag: str | None = None
+
+    def role_files(self, kind: str) -> list[Path]:
+        return [self.files[r.path] for r in cmd_roles(self.cmd or ()) if r.kind == kind]
+
+    @property
+    def model(self) -> Path:
+        models = self.role_files("model")
+        return models[0] if models else Path(self.subject.facts.path)
+
+
+def produce_artifact(spec: ModelSpec, out_dir: Path) -> Artifact:
+    """Build the model (or read the artifact its ``source`` names)."""
     source = spec.source
     if source is None:
-        return _subject_of_build(spec, out_dir)
+        return _artifact_of_build(spec, out_dir)
     path = spec.source_path()
     if source.kind == "gguf":
         assert path is not None
         if not path.is_file():
             raise ArtifactError(f"source.gguf: no such file: {path}", source.location)
-        return Subject(facts=read_facts(path), labels=None)
+        return Artifact(Subject(facts=read_facts(path), labels=None), None, {})
     if source.kind == "oci-layout":
         assert path is not None
         try:
-            return subject_of_layout(path, source.tag)
+            return artifact_of_layout(path, source.tag)
         except HarnessError as error:
             raise ArtifactError(f"source.image: {error}", source.location) from None
     raise ArtifactError(
@@ -44,7 +68,7 @@ def produce_subject(spec: ModelSpec, out_dir: Path) -> Subject:
     )
 
 
-def _subject_of_build(spec: ModelSpec, out_dir: Path) -> Subject:
+def _artifact_of_build(spec: ModelSpec, out_dir: Path) -> Artifact:
     if not spec.packerfile.is_file():
         raise ArtifactError(
             f"no `source:` and no Packerfile at {spec.packerfile}: nothing to check",
@@ -59,22 +83,45 @@ def _subject_of_build(spec: ModelSpec, out_dir: Path) -> Subject:
         contexts={name: spec.context_dir(name) for name in spec.build.contexts},
         tag="latest",
     )
-    result = build(options)
-    return _subject_of_result(result)
+    return _artifact_of_result(build(options))
 
 
-def _subject_of_result(result: BuildResult) -> Subject:
+def _artifact_of_result(result: BuildResult) -> Artifact:
     seed = parse_seed_config(result.config, str(result.output))
-    labels = seed.labels
-    return Subject(facts=read_facts(result.files[seed.model.cmd_value]), labels=dict(labels))
+    subject = Subject(
+        facts=read_facts(result.files[seed.model.cmd_value]), labels=dict(seed.labels)
+    )
+    return Artifact(subject, seed.cmd, dict(result.files), result.output, result.tag)
 
 
-def subject_of_layout(path: Path, tag: str | None) -> Subject:
-    """A built image on disk: its main model's facts (extracted once) and its labels."""
+def artifact_of_layout(path: Path, tag: str | None) -> Artifact:
+    """A built image on disk: its GGUF roles (extracted once per manifest) and its labels."""
     image = read_layout(path, tag)
     seed = parse_seed_config(image.config, str(path))
-    model = _extracted(image, seed.model.cmd_value)
-    return Subject(facts=read_facts(model), labels=dict(seed.labels))
+    files = {r.path: _extracted(image, r.path) for r in cmd_roles(seed.cmd)}
+    subject = Subject(facts=read_facts(files[seed.model.cmd_value]), labels=dict(seed.labels))
+    return Artifact(subject, seed.cmd, files, path, tag or image.ref_name)
+
+
+def budgets_of(memory: Section) -> list[Budget]:
+    data: Mapping[str, Any] = memory.data
+    return [Budget.from_yaml(entry, ram=data.get("ram")) for entry in data.get("budgets", [])]
+
+
+def check_memory(artifact: Artifact, memory: Section, index: int) -> BudgetResult:
+    """One budget of model.yaml's ``memory``: the image's Cmd settings, overridden by the
+    section's, estimated for that budget's GPUs."""
+    settings = RunSettings.from_cmd(artifact.cmd or ()).override(RunSettings.from_yaml(memory.data))
+    drafter = artifact.role_files("drafter")
+    projector = artifact.role_files("projector")
+    return evaluate_budget(
+        artifact.model,
+        settings,
+        budgets_of(memory)[index],
+        drafter=drafter[0] if drafter else None,
+        projector=projector[0] if projector else None,
+        adapters=artifact.role_files("adapter"),
+    )
 
 
 def _extracted(image: Image, cmd_value: str) -> Path:
@@ -96,20 +143,23 @@ def _extracted(image: Image, cmd_value: str) -> Path:
 
 
 class Pipeline:
-    """Caches each model's subject (or the error that prevented it) by model file."""
+    """Caches each model's artifact (or the error that prevented it) by model file."""
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
-        self._subjects: dict[Path, Subject | HarnessError] = {}
+        self._artifacts: dict[Path, Artifact | HarnessError] = {}
 
-    def subject(self, spec: ModelSpec) -> Subject:
+    def artifact(self, spec: ModelSpec) -> Artifact:
         key = Path(spec.path).resolve()
-        if key not in self._subjects:
+        if key not in self._artifacts:
             try:
-                self._subjects[key] = produce_subject(spec, self.out_dir)
+                self._artifacts[key] = produce_artifact(spec, self.out_dir)
             except HarnessError as error:
-                self._subjects[key] = error
-        outcome = self._subjects[key]
+                self._artifacts[key] = error
+        outcome = self._artifacts[key]
         if isinstance(outcome, HarnessError):
             raise outcome
         return outcome
+
+    def subject(self, spec: ModelSpec) -> Subject:
+        return self.artifact(spec).subject

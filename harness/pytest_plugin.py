@@ -10,28 +10,21 @@ import fnmatch
 import os
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 from harness.errors import HarnessError, Location
-from harness.expect import Check, CheckResult, ModelSpec, evaluate, load_spec
-from harness.pipeline import Pipeline
+from harness.expect import Check, ModelSpec, evaluate, load_spec
+from harness.pipeline import Pipeline, budgets_of, check_memory
 from harness.report import ItemRecord, Report
+from harness.units import format_size
 
-__all__ = ["CheckItem", "ModelFile"]
+__all__ = ["BudgetItem", "CheckItem", "ModelFile", "ModelItem"]
 
 _pipeline_key = pytest.StashKey[Pipeline]()
 _report_key = pytest.StashKey[Report]()
-_result_key = pytest.StashKey[CheckResult]()
-
-
-class CheckFailed(Exception):
-    """Raised by an item whose check ran and did not hold."""
-
-    def __init__(self, result: CheckResult) -> None:
-        super().__init__(result.message)
-        self.result = result
+_outcome_key = pytest.StashKey["Outcome"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -85,6 +78,7 @@ class ModelFile(pytest.File):
             self.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
             self.add_marker(mark)
         yield from _tree(self, spec, list(spec.checks), depth=0)
+        yield from _budget_items(self, spec)
         yield from _unavailable(self, spec)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
@@ -125,27 +119,45 @@ def _tree(
         yield CheckGroup.from_parent(parent, name=name, spec=spec, checks=members, depth=depth + 1)
 
 
-class CheckItem(pytest.Item):
-    """One expectation of one model."""
+class Outcome(NamedTuple):
+    """What an item measured: the verdict, expected and actual values, and how to say it."""
 
-    def __init__(self, *, spec: ModelSpec, check: Check, **kwargs: Any) -> None:
+    passed: bool
+    expected: Any
+    actual: Any
+    message: str
+    detail: tuple[str, ...] = ()
+
+
+class ItemFailed(Exception):
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.message)
+        self.outcome = outcome
+
+
+class ModelItem(pytest.Item):
+    """One check of one model; subclasses say what it measures in ``measure``."""
+
+    section = ""
+
+    def __init__(self, *, spec: ModelSpec, where: Location, label: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spec = spec
-        self.check = check
-        for mark in check.marks:
-            self.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
-            self.add_marker(mark)
+        self.where = where
+        self.label = label
 
     @property
-    def label(self) -> str:
-        return ".".join(_parts(self.check))
+    def pipeline(self) -> Pipeline:
+        return self.config.stash[_pipeline_key]
+
+    def measure(self) -> Outcome:
+        raise NotImplementedError
 
     def runtest(self) -> None:
-        subject = self.config.stash[_pipeline_key].subject(self.spec)
-        result = evaluate(self.check, subject)
-        self.stash[_result_key] = result
-        if not result.passed:
-            raise CheckFailed(result)
+        outcome = self.measure()
+        self.stash[_outcome_key] = outcome
+        if not outcome.passed:
+            raise ItemFailed(outcome)
 
     def repr_failure(
         self,
@@ -153,49 +165,100 @@ class CheckItem(pytest.Item):
         style: Any = None,
     ) -> Any:
         error = excinfo.value
-        where = self.check.location
-        if isinstance(error, CheckFailed):
-            result = error.result
-            return (
-                f"{where}: {self.label}: {result.message}\n"
-                f"  expected: {self.check.expected.phrase()}\n"
-                f"  actual:   {result.actual!r}"
-            )
+        if isinstance(error, ItemFailed):
+            lines = [f"{self.where}: {self.label}: {error.outcome.message}"]
+            return "\n".join(lines + [f"  {line}" for line in error.outcome.detail])
         if isinstance(error, HarnessError):
-            return f"{where}: {self.label}: could not be checked:\n  {error}"
+            return f"{self.where}: {self.label}: could not be checked:\n  {error}"
         return super().repr_failure(excinfo, style)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         # pytest's summary and file:line annotations then point into the YAML, not into Python.
-        line = self.check.location.line or 1
-        return self.path, line - 1, self.label
+        return self.path, (self.where.line or 1) - 1, self.label
 
 
-class UnavailableItem(pytest.Item):
-    """A declared expectation whose stage this version cannot run: it fails, never passes unseen."""
+class CheckItem(ModelItem):
+    """One expectation of the model's GGUF or image (the ``expect`` section)."""
 
-    def __init__(self, *, where: Location, what: str, **kwargs: Any) -> None:
+    section = "expect"
+
+    def __init__(self, *, check: Check, **kwargs: Any) -> None:
+        super().__init__(where=check.location, label=".".join(_parts(check)), **kwargs)
+        self.check = check
+        self.item_name = check.name
+        for mark in check.marks:
+            self.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
+            self.add_marker(mark)
+
+    def measure(self) -> Outcome:
+        result = evaluate(self.check, self.pipeline.subject(self.spec))
+        detail = (f"expected: {self.check.expected.phrase()}", f"actual:   {result.actual!r}")
+        return Outcome(result.passed, result.expected, result.actual, result.message, detail)
+
+
+class BudgetItem(ModelItem):
+    """One machine of the ``memory`` section: does the model fit it, and how much context."""
+
+    section = "memory"
+
+    def __init__(self, *, index: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.where = where
-        self.what = what
+        self.index = index
+        self.item_name = self.name
 
-    def runtest(self) -> None:
-        raise HarnessError(
-            f"{self.what} cannot be checked: this gguf-harness has no such stage yet"
-        )
+    def measure(self) -> Outcome:
+        assert self.spec.memory is not None
+        result = check_memory(self.pipeline.artifact(self.spec), self.spec.memory, self.index)
+        limits = {c.what: c.limit for c in result.checks}
+        used = {c.what: c.used for c in result.checks}
+        lines = [
+            f"{c.what}: {format_size(c.used)} of {format_size(c.limit)} "
+            f"({'ok' if c.ok else 'over'} by {format_size(abs(c.margin))})"
+            for c in result.checks
+            if c.what != "full offload"
+        ]
+        detail = (*lines, f"largest context that fits: {result.max_context}")
+        actual = {**used, "max_context": result.max_context, "estimate": result.to_json()}
+        return Outcome(result.passed, limits, actual, result.summary(), detail)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        return f"{self.where}: {excinfo.value}"
 
-    def reportinfo(self) -> tuple[Path, int, str]:
-        return self.path, (self.where.line or 1) - 1, self.what
+def _budget_items(parent: ModelFile, spec: ModelSpec) -> Iterator[pytest.Collector]:
+    if spec.memory is None:
+        return
+    yield MemoryGroup.from_parent(parent, name="memory", spec=spec)
+
+
+class MemoryGroup(pytest.Collector):
+    def __init__(self, *, spec: ModelSpec, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+
+    def collect(self) -> Iterable[pytest.Item]:
+        memory = self.spec.memory
+        assert memory is not None
+        for index, budget in enumerate(budgets_of(memory)):
+            yield BudgetItem.from_parent(
+                self,
+                name=budget.name,
+                spec=self.spec,
+                where=memory.location_of("budgets", index),
+                label=f"memory.{budget.name}",
+                index=index,
+            )
+
+
+class UnavailableItem(ModelItem):
+    """A declared section whose stage this version cannot run: it fails, never passes unseen."""
+
+    def measure(self) -> Outcome:
+        raise HarnessError(f"{self.label} cannot be checked: this gguf-harness has no such stage")
 
 
 def _unavailable(parent: ModelFile, spec: ModelSpec) -> Iterator[pytest.Item]:
-    for section in (spec.memory, spec.smoke, spec.publish):
+    for section in (spec.smoke, spec.publish):
         if section is not None:
             yield UnavailableItem.from_parent(
-                parent, name=section.name, where=section.location, what=section.name
+                parent, name=section.name, spec=spec, where=section.location, label=section.name
             )
 
 
@@ -204,31 +267,30 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if isinstance(item, CheckItem) and (report.when == "call" or not report.passed):
+    if isinstance(item, ModelItem) and (report.when == "call" or not report.passed):
         _record(item, report)
     return report
 
 
-def _record(item: CheckItem, report: pytest.TestReport) -> None:
-    result = item.stash.get(_result_key, None)
+def _record(item: ModelItem, report: pytest.TestReport) -> None:
+    measured = item.stash.get(_outcome_key, None)
     outcome = report.outcome if report.when == "call" else "error"
     if report.skipped:
         outcome = "skipped"
-    message = result.message if result is not None else ""
-    if result is None and report.failed and report.longrepr is not None:
+    message = measured.message if measured is not None else ""
+    if measured is None and report.failed and report.longrepr is not None:
         message = str(report.longrepr).strip().splitlines()[-1].strip()
-    check = item.check
     model = item.config.stash[_report_key].model(str(item.spec.path), item.spec.name)
     model.items.append(
         ItemRecord(
             id=item.nodeid,
-            section=check.section,
-            name=check.name,
-            location=f"{check.location.path}:{check.location.line}",
+            section=item.section or item.name,
+            name=getattr(item, "item_name", item.name),
+            location=f"{item.where.path}:{item.where.line}",
             outcome=outcome,
             duration=round(report.duration, 6),
-            expected=result.expected if result is not None else None,
-            actual=result.actual if result is not None else None,
+            expected=measured.expected if measured is not None else None,
+            actual=measured.actual if measured is not None else None,
             message=message,
         )
     )

@@ -153,10 +153,35 @@ def test_the_repo_models_pass(pytestconfig: pytest.Config) -> None:
 def test_sections_without_a_stage_fail_instead_of_passing_unseen(tiny: pytest.Pytester) -> None:
     tiny.makefile(
         ".yaml",
-        model=model_yaml("memory:\n  ctx_size: 4096\n  budgets:\n    - {name: t4, vram: 16GB}\n"),
+        model=model_yaml("publish:\n  references: [127.0.0.1:5000/tiny]\n"),
     )
     result = tiny.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
-        ["*model.yaml:5:1: memory cannot be checked: this gguf-harness has no such stage*"]
+        ["model.yaml:5:1: publish: could not be checked:", "*no such stage*"]
     )
+
+
+def test_each_memory_budget_is_an_item_with_its_margin(tiny: pytest.Pytester) -> None:
+    tiny.makefile(
+        ".yaml",
+        model=model_yaml(
+            """
+            memory:
+              ctx_size: 2048
+              budgets:
+                - {name: roomy, vram: 8GiB}
+                - {name: tiny-gpu, vram: 1MiB}
+            """
+        ),
+    )
+    report_path = tiny.path / "report.json"
+    result = tiny.runpytest("-rN", f"--harness-report={report_path}")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["model.yaml:10:7: memory.tiny-gpu: *", "*largest context*"])
+    items = {i["name"]: i for i in json.loads(report_path.read_text())["models"][0]["items"]}
+    assert items["roomy"]["outcome"] == "passed" and items["tiny-gpu"]["outcome"] == "failed"
+    assert items["roomy"]["section"] == "memory"
+    assert items["roomy"]["location"] == "model.yaml:9"
+    assert items["roomy"]["actual"]["max_context"] == 2048  # the model's trained context
+    assert items["tiny-gpu"]["actual"]["GPU0"] > items["tiny-gpu"]["expected"]["GPU0"] == 1 << 20
