@@ -15,9 +15,11 @@ from rich.table import Table
 from harness import __version__
 from harness.build import BuildOptions, build
 from harness.errors import HarnessError, UsageError
-from harness.expect import validate
+from harness.estimate import DeviceSpec, Estimate, RunSettings, estimate
+from harness.expect import Subject, validate
 from harness.gguf import GGUFFacts, read_facts
 from harness.packerfile import lint
+from harness.pipeline import Artifact, artifact_of_layout
 from harness.units import format_count, format_size
 
 __all__ = ["main"]
@@ -77,6 +79,26 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--no-cache", action="store_true", help="run every step again")
     build.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip")
     build.set_defaults(run=_build)
+
+    est = commands.add_parser(
+        "estimate", help="RAM and VRAM llama-server needs for a GGUF or an image (OCI layout)"
+    )
+    est.add_argument("model", metavar="FILE|IMAGE", help="a GGUF file, or an OCI layout DIR[:TAG]")
+    est.add_argument("--ctx-size", "-c", type=int)
+    est.add_argument("--batch-size", "-b", type=int)
+    est.add_argument("--ubatch-size", "-ub", type=int)
+    est.add_argument("--parallel", "-np", type=int)
+    est.add_argument("--flash-attn", "-fa", action="store_const", const=True)
+    est.add_argument("--cache-type-k", "-ctk")
+    est.add_argument("--cache-type-v", "-ctv")
+    est.add_argument("--no-mmap", dest="mmap", action="store_const", const=False)
+    est.add_argument("--no-kv-offload", dest="kv_offload", action="store_const", const=False)
+    est.add_argument("--gpu-layers", "-ngl", type=int)
+    est.add_argument("--split-mode", "-sm")
+    est.add_argument("--tensor-split", "-ts", metavar="a,b,...")
+    est.add_argument("--gpu-layers-step", type=int, metavar="N", help="one row per N layers")
+    est.add_argument("--json", action="store_true")
+    est.set_defaults(run=_estimate)
 
     test = commands.add_parser(
         "test",
@@ -166,6 +188,94 @@ def _build(args: argparse.Namespace) -> int:
     result = build(options, report=lambda message: console.print(f"[dim]=>[/dim] {message}"))
     print(f"{result.output} {result.manifest.digest}")
     return 0
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    path = Path(args.model)
+    if path.is_file():
+        artifact = Artifact(Subject(read_facts(path), None), None, {})
+    else:
+        directory, _, tag = (
+            args.model.rpartition(":") if ":" in args.model else (args.model, "", "")
+        )
+        artifact = artifact_of_layout(Path(directory), tag or None)
+    split = [float(x) for x in args.tensor_split.split(",")] if args.tensor_split else [1.0]
+    cli = RunSettings(
+        ctx_size=args.ctx_size,
+        batch_size=args.batch_size,
+        ubatch_size=args.ubatch_size,
+        parallel=args.parallel,
+        flash_attn=args.flash_attn,
+        cache_type_k=args.cache_type_k,
+        cache_type_v=args.cache_type_v,
+        mmap=args.mmap,
+        kv_offload=args.kv_offload,
+        gpu_layers=args.gpu_layers,
+        split_mode=args.split_mode,
+        tensor_split=tuple(split) if args.tensor_split else None,
+    )
+    # The image's Cmd gives the defaults; flags given here win (the seed let its own flag
+    # defaults override the Cmd).
+    settings = RunSettings.from_cmd(artifact.cmd or ()).override(cli)
+    devices = [DeviceSpec(name=f"GPU{i}") for i in range(len(split))]
+    drafter, projector = artifact.role_files("drafter"), artifact.role_files("projector")
+
+    def run(layers: int | None) -> Estimate:
+        chosen = settings if layers is None else settings.override(RunSettings(gpu_layers=layers))
+        return estimate(
+            artifact.model,
+            chosen,
+            devices,
+            drafter=drafter[0] if drafter else None,
+            projector=projector[0] if projector else None,
+            adapters=artifact.role_files("adapter"),
+        )
+
+    first = run(None)
+    rows = [first]
+    if args.gpu_layers_step:
+        steps = sorted({*range(0, first.total_layers, args.gpu_layers_step), first.total_layers})
+        rows = [run(n) for n in steps]
+    if args.json:
+        print(json.dumps([r.to_json() for r in rows], indent=2))
+    else:
+        console = Console()
+        console.width = max(console.width, 180)  # a wide table: don't squeeze it into 80 columns
+        console.print(_estimate_table(rows))
+    return 0
+
+
+def _estimate_table(rows: list[Estimate]) -> Table:
+    table = Table(header_style="bold")
+    head = ["ARCH", "CONTEXT\nSIZE", "BATCH SIZE\n(L / P)", "FLASH\nATTENTION", "MMAP\nLOAD"]
+    head += ["EMBEDDING\nONLY", "DISTRIBUTABLE", "OFFLOAD\nLAYERS", "FULL\nOFFLOADED"]
+    head += ["RAM\nUMA", "RAM\nNONUMA"]
+    for i in range(len(rows[0].devices)):
+        head += [f"VRAM {i}\nLAYERS", f"VRAM {i}\nUMA", f"VRAM {i}\nNONUMA"]
+    for column in head:
+        table.add_column(column, justify="right")
+
+    def yes(flag: bool) -> str:
+        return "Yes" if flag else "No"
+
+    for e in rows:
+        row = [
+            e.arch,
+            str(e.context_size),
+            f"{e.batch_size} / {e.ubatch_size}",
+            "Enabled" if e.flash_attn else "Disabled",
+            "Enabled" if e.mmap else "Disabled",
+            yes(e.embedding_only),
+            "Supported" if e.distributable else "Not Supported",
+            f"{e.offload_layers} of {e.total_layers}",
+            yes(e.full_offload),
+            format_size(e.ram_uma),
+            format_size(e.ram),
+        ]
+        for i, device in enumerate(e.devices):
+            row += [str(device.layers), format_size(e.vram_uma(i)), format_size(device.total)]
+        table.add_row(*row)
+    return table
 
 
 def _test(args: argparse.Namespace) -> int:

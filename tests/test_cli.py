@@ -105,3 +105,28 @@ def test_test_command_uses_pytest_exit_codes(tmp_path: Path) -> None:
     done = run("test", str(tmp_path), "-p", "no:cacheprovider", cwd=tmp_path)
     assert done.returncode == 1
     assert "model.yaml:5:3: expect.architecture" in done.stdout
+
+
+def test_estimate_json_has_per_device_components(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "tiny.gguf")
+    done = run("estimate", str(path), "--ctx-size", "1024", "--tensor-split", "1,1", "--json")
+    assert done.returncode == 0, done.stderr
+    (entry,) = json.loads(done.stdout)
+    assert entry["context_size"] == 1024
+    assert len(entry["devices"]) == 2
+    for device in entry["devices"]:
+        for key in ("weights", "kv_cache", "compute", "other", "total"):
+            assert isinstance(device[key], int)
+        assert device["total"] == sum(
+            device[k] for k in ("weights", "kv_cache", "compute", "other")
+        )
+
+
+def test_estimate_steps_through_gpu_layers(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "tiny.gguf")
+    done = run("estimate", str(path), "--gpu-layers-step", "1", "--json")
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["offload_layers"] for r in rows] == list(range(rows[-1]["total_layers"] + 1))
+    table = run("estimate", str(path))
+    assert "FULL" in table.stdout and "VRAM 0" in table.stdout
