@@ -1,0 +1,64 @@
+"""OCI distribution: push OCI layouts to registries and pull images from them, verified.
+
+``RegistryClient`` speaks the distribution API to one registry (manifests, blobs, tags, mounts,
+referrers) with retries, resumable chunked uploads and downloads, and the registry's auth
+(docker config, credential helpers, environment tokens; Basic and Bearer). ``push`` /
+``push_layout`` send an ``Artifact`` (a manifest and where its blobs lie) sending only what the
+registry lacks; ``resolve`` / ``pull_layout`` read one back with every digest checked;
+``attach`` / ``list_referrers`` hang artifacts (a test report) on a manifest.
+"""
+
+from ._artifact import Artifact, parse_descriptor
+from ._client import MANIFEST_TYPES, ManifestBlob, RegistryClient
+from ._credentials import Credentials, docker_config_path, find_credentials
+from ._errors import AuthError, DigestError, NotFoundError, RegistryError, redact
+from ._options import DEFAULT_CHUNK_SIZE, RegistryOptions, RetryPolicy
+from ._pull import Platform, ResolvedImage, choose_platform, pull_layout, resolve
+from ._push import PushResult, push, push_layout
+from ._reference import DOCKER_HUB, Reference, is_tag
+from ._referrers import (
+    EMPTY_CONFIG,
+    Attached,
+    attach,
+    fallback_tag,
+    list_referrers,
+    referrer_artifact,
+)
+from ._transfer import BlobSource
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DOCKER_HUB",
+    "EMPTY_CONFIG",
+    "MANIFEST_TYPES",
+    "Artifact",
+    "Attached",
+    "AuthError",
+    "BlobSource",
+    "Credentials",
+    "DigestError",
+    "ManifestBlob",
+    "NotFoundError",
+    "Platform",
+    "PushResult",
+    "Reference",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryOptions",
+    "ResolvedImage",
+    "RetryPolicy",
+    "attach",
+    "choose_platform",
+    "docker_config_path",
+    "fallback_tag",
+    "find_credentials",
+    "is_tag",
+    "list_referrers",
+    "parse_descriptor",
+    "pull_layout",
+    "push",
+    "push_layout",
+    "redact",
+    "referrer_artifact",
+    "resolve",
+]

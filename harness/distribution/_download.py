@@ -1,0 +1,90 @@
+"""Downloading a blob: verified as the bytes go by, resumed with a Range request after a
+broken connection, refused as soon as it grows past the size its descriptor states.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import BinaryIO
+
+from urllib3.exceptions import HTTPError
+
+from harness.oci import Descriptor
+
+from ._errors import DigestError, RegistryError
+from ._http import Http, Response, registry_error
+from ._token import Scope
+
+__all__ = ["fetch_blob"]
+
+_READ = 1 << 20
+
+
+def fetch_blob(
+    http: Http, repository: str, descriptor: Descriptor, out: BinaryIO, scope: Scope
+) -> None:
+    """Download a blob into ``out``; resumes with Range after a broken connection."""
+    where = f"{http.where}/{repository}@{descriptor.digest}"
+    path = f"/v2/{repository}/blobs/{descriptor.digest}"
+    algorithm = descriptor.digest.split(":", 1)[0]
+    start = out.tell()
+    digest = hashlib.new(algorithm)
+    got = 0
+    failures = 0
+    policy = http.options.retry
+    while True:
+        headers = {"Accept-Encoding": "identity"}
+        if got:
+            headers["Range"] = f"bytes={got}-"
+        response = http.request("GET", path, scope=scope, headers=headers, stream=True)
+        if response.status == 200 and got:
+            # No range support: start over.
+            out.seek(start)
+            out.truncate()
+            digest, got = hashlib.new(algorithm), 0
+        elif response.status == 206 and not _range_starts_at(response, got):
+            response.release_conn()
+            out.seek(start)
+            out.truncate()
+            digest, got = hashlib.new(algorithm), 0
+            continue
+        elif response.status not in (200, 206):
+            raise registry_error("GET", http.url(path), response, where)
+        try:
+            while piece := response.read(_READ):
+                got += len(piece)
+                if got > descriptor.size:
+                    response.release_conn()
+                    raise DigestError(
+                        f"blob is larger than the {descriptor.size} bytes its descriptor states",
+                        where,
+                    )
+                digest.update(piece)
+                out.write(piece)
+            response.release_conn()
+            break
+        except (HTTPError, OSError) as exc:
+            failures += 1
+            if failures >= policy.attempts:
+                raise RegistryError(
+                    f"download broke off after {got} of {descriptor.size} bytes "
+                    f"({failures} attempts): {type(exc).__name__}",
+                    where,
+                ) from None
+            time.sleep(policy.wait(failures - 1))
+    actual = f"{algorithm}:{digest.hexdigest()}"
+    if got != descriptor.size or actual != descriptor.digest:
+        raise DigestError(
+            f"blob content does not match its descriptor: {got} bytes hashing to {actual}, "
+            f"expected {descriptor.size} bytes with digest {descriptor.digest}",
+            where,
+        )
+
+
+def _range_starts_at(response: Response, offset: int) -> bool:
+    value = response.headers.get("Content-Range", "")  # bytes 100-199/200
+    try:
+        return int(value.split(" ", 1)[1].split("-", 1)[0]) == offset
+    except (IndexError, ValueError):
+        return False

@@ -1,0 +1,141 @@
+"""Find the image a reference names (following an index to a platform) and fetch it verified.
+
+``resolve`` reads manifests only; ``pull_layout`` also fetches every blob into an OCI image
+layout, checking each one's size and digest, and writes the layout all or nothing (what
+``skopeo copy docker://... oci:DIR`` does). The store (``harness.store``) builds on ``resolve``
+and ``RegistryClient.fetch_blob``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.oci import Descriptor, LayoutWriter
+
+from ._artifact import INDEX_TYPES, parse_descriptor
+from ._client import ManifestBlob, RegistryClient
+from ._errors import RegistryError
+from ._options import RegistryOptions
+from ._reference import Reference
+
+__all__ = ["Platform", "ResolvedImage", "choose_platform", "pull_layout", "resolve"]
+
+Platform = tuple[str, str]  # (os, architecture)
+_MAX_DEPTH = 3
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """The manifest a reference leads to, read and verified; ``reference`` carries its digest."""
+
+    reference: Reference
+    manifest: ManifestBlob
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+    index: ManifestBlob | None  # the index it was chosen from, if any
+
+    @property
+    def annotations(self) -> dict[str, str]:
+        value = self.manifest.json().get("annotations")
+        return dict(value) if isinstance(value, dict) else {}
+
+    @property
+    def artifact_type(self) -> str | None:
+        value = self.manifest.json().get("artifactType")
+        return value if isinstance(value, str) else None
+
+
+def resolve(
+    client: RegistryClient, reference: str | Reference, platform: Platform = ("linux", "amd64")
+) -> ResolvedImage:
+    """Read the manifest ``reference`` names; an index is followed to ``platform``."""
+    ref = reference if isinstance(reference, Reference) else Reference.parse(reference)
+    blob = client.get_manifest(ref.repository, ref.target)
+    index = None
+    for _ in range(_MAX_DEPTH):
+        if blob.media_type not in INDEX_TYPES:
+            break
+        index = blob
+        document = blob.json()
+        entries = [
+            parse_descriptor(item, f"manifests[{i}]", str(ref))
+            for i, item in enumerate(document.get("manifests") or [])
+        ]
+        chosen = choose_platform(entries, platform)
+        if chosen is None:
+            raise RegistryError("the index lists no manifests", str(ref))
+        blob = client.get_manifest(ref.repository, chosen.digest)
+        if blob.size != chosen.size:
+            raise RegistryError(
+                f"manifest {chosen.digest} is {blob.size} bytes, the index says {chosen.size}",
+                str(ref),
+            )
+    else:
+        raise RegistryError(f"indexes nested deeper than {_MAX_DEPTH}", str(ref))
+    document = blob.json()
+    where = f"{ref}@{blob.digest}"
+    config = parse_descriptor(document.get("config"), "config", where)
+    raw_layers = document.get("layers")
+    if not isinstance(raw_layers, list):
+        raise RegistryError("layers: missing or not a list", where)
+    layers = tuple(
+        parse_descriptor(item, f"layers[{i}]", where) for i, item in enumerate(raw_layers)
+    )
+    pinned = Reference(ref.registry, ref.repository, ref.tag, blob.digest)
+    return ResolvedImage(pinned, blob, config, layers, index)
+
+
+def choose_platform(entries: list[Descriptor], platform: Platform) -> Descriptor | None:
+    """The entry for ``platform``; else the first that is not an attestation (BuildKit's
+    ``unknown/unknown``); else the first, as the seed's consumer takes it."""
+
+    def platform_of(entry: Descriptor) -> Mapping[str, Any]:
+        return entry.platform or {}
+
+    for entry in entries:
+        found = platform_of(entry)
+        if (found.get("os"), found.get("architecture")) == platform:
+            return entry
+    for entry in entries:
+        if platform_of(entry).get("os") != "unknown":
+            return entry
+    return entries[0] if entries else None
+
+
+def pull_layout(
+    reference: str | Reference,
+    dest: str | Path,
+    *,
+    options: RegistryOptions | None = None,
+    platform: Platform = ("linux", "amd64"),
+    tag: str | None = None,
+    report: Callable[[str], None] | None = None,
+) -> ResolvedImage:
+    """Fetch the image into an OCI layout at ``dest``, tagged ``tag`` (default: the
+    reference's tag). Nothing is left at ``dest`` unless every blob verified."""
+    ref = reference if isinstance(reference, Reference) else Reference.parse(reference)
+    say = report or (lambda _message: None)
+    target = Path(dest).absolute()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with RegistryClient(ref.registry, options) as client:
+        image = resolve(client, ref, platform)
+        with LayoutWriter(target) as writer:
+            for descriptor in (image.config, *image.layers):
+                say(f"fetching {descriptor.digest[:19]} ({descriptor.size} bytes)")
+                partial = target.parent / f".{target.name}.blob-{secrets.token_hex(6)}"
+                try:
+                    with open(partial, "wb") as out:
+                        client.fetch_blob(ref.repository, descriptor, out)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    writer.add_stored_blob(partial, descriptor)
+                finally:
+                    partial.unlink(missing_ok=True)
+            stored = writer.add_blob(image.manifest.data, image.manifest.media_type)
+            writer.tag(stored, tag or ref.tag or "latest")
+    return image

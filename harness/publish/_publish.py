@@ -1,0 +1,155 @@
+"""Publish a tested model: gate on its results, convert to the formats asked for, push each to
+every reference and tag, and attach the JSON report as a referrer.
+
+Targets are registry repositories (``127.0.0.1:5000/smollm2``) or OCI layout directories
+(``oci:out/published``, the local default when model.yaml names no registry). Tags: the first
+format listed gets each tag as is; the others get a suffix (``-modelpack``, ``-dmr``), so
+``0.5b-q4`` is the seed's image and ``0.5b-q4-modelpack`` its ModelPack artifact.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from harness.distribution import (
+    Artifact,
+    Reference,
+    RegistryClient,
+    RegistryOptions,
+    attach,
+    list_referrers,
+    push,
+    referrer_artifact,
+)
+from harness.oci import read_layout
+
+from ._dmr import dmr_artifact
+from ._errors import PublishError
+from ._evidence import Evidence
+from ._facts import model_facts
+from ._files import extract_files
+from ._layout_target import write_layout_target
+from ._modelpack import modelpack_artifact
+from ._seed_image import seed_artifact
+from ._spec import FORMATS, Published, PublishResult, PublishSpec, tag_for
+
+__all__ = ["REPORT_ARTIFACT_TYPE", "publish"]
+
+REPORT_ARTIFACT_TYPE = "application/vnd.io.github.gguf-harness.report.v1+json"
+REPORT_MEDIA_TYPE = "application/json"
+
+Report = Callable[[str], None]
+
+
+def publish(
+    layout: str | Path,
+    spec: PublishSpec,
+    evidence: Evidence,
+    *,
+    tag: str | None = None,
+    options: RegistryOptions | None = None,
+    report: Report | None = None,
+) -> PublishResult:
+    """Publish the image tagged ``tag`` in ``layout`` as ``spec`` says, if ``evidence`` passed.
+
+    A model with a failed, skipped or errored check is not published; the result says why.
+    """
+    say = report or (lambda _message: None)
+    if not evidence.passed:
+        failed = ", ".join(evidence.failures[:5]) + (" ..." if len(evidence.failures) > 5 else "")
+        why = f"{len(evidence.failures)} of {evidence.checks} checks did not pass ({failed})"
+        return PublishResult(
+            False, "not published: " + (why if evidence.checks else "no checks ran")
+        )
+    unknown = [f for f in spec.formats if f not in FORMATS]
+    if unknown or not spec.formats:
+        raise PublishError(f"unknown publish format(s) {unknown}; known: {', '.join(FORMATS)}")
+    if not spec.references:
+        raise PublishError("no publish reference given (a registry repository or oci:DIR)")
+    annotations = {**spec.annotations, **evidence.annotations()}
+    # Next to the layout: the same filesystem (hard links, not copies, into a layout target),
+    # and room for a model's files, which a small /tmp may not have.
+    parent = Path(layout).absolute().parent
+    with tempfile.TemporaryDirectory(prefix=".publish-", dir=parent) as work:
+        artifacts = _convert(Path(layout), tag, spec.formats, annotations, Path(work))
+        items: list[Published] = []
+        registry_refs: list[Reference] = []
+        for target in spec.references:
+            if target.startswith("oci:"):
+                items += write_layout_target(
+                    Path(target[4:]), artifacts, spec, evidence, REPORT_ARTIFACT_TYPE
+                )
+                continue
+            ref = Reference.parse(target, default_tag=None)
+            if ref.tag or ref.digest:
+                raise PublishError(f"publish reference {target!r} names a tag; give tags apart")
+            mount_from = [str(r.name) for r in registry_refs if r.registry == ref.registry]
+            items += _push_all(ref, artifacts, spec, evidence, options, mount_from, say)
+            registry_refs.append(ref)
+    return PublishResult(True, None, tuple(items))
+
+
+def _convert(
+    layout: Path,
+    tag: str | None,
+    formats: Sequence[str],
+    annotations: Mapping[str, str],
+    work: Path,
+) -> dict[str, Artifact]:
+    image = read_layout(layout, tag)
+    artifacts: dict[str, Artifact] = {}
+    files = facts = None
+    for fmt in formats:
+        if fmt == "gguf-packer":
+            artifacts[fmt] = seed_artifact(layout, image, annotations)
+            continue
+        if files is None or facts is None:
+            files, facts = extract_files(image, work), model_facts(image)
+        if fmt == "modelpack":
+            artifacts[fmt] = modelpack_artifact(files, facts, annotations)
+        else:
+            artifacts[fmt] = dmr_artifact(files, facts, annotations)
+    return artifacts
+
+
+def _push_all(
+    ref: Reference,
+    artifacts: Mapping[str, Artifact],
+    spec: PublishSpec,
+    evidence: Evidence,
+    options: RegistryOptions | None,
+    mount_from: Sequence[str],
+    say: Report,
+) -> list[Published]:
+    items: list[Published] = []
+    with RegistryClient(ref.registry, options) as client:
+        for fmt, artifact in artifacts.items():
+            reported: str | None = None
+            for tag in spec.tags:
+                target = ref.with_tag(tag_for(tag, fmt, spec.formats))
+                result = push(artifact, target, client=client, mount_from=mount_from, report=say)
+                if reported is None and evidence.report is not None:
+                    reported = _attach_report(client, ref.repository, artifact, evidence.report)
+                published = Published(
+                    str(target), fmt, artifact.digest, result.bytes_sent, result.changed, reported
+                )
+                items.append(published)
+    return items
+
+
+def _attach_report(
+    client: RegistryClient, repository: str, artifact: Artifact, report: bytes
+) -> str:
+    subject = artifact.descriptor()
+    if list_referrers(client, repository, subject.digest, REPORT_ARTIFACT_TYPE):
+        return "kept"  # the same model already carries a report: re-publishing sends nothing
+    referrer = referrer_artifact(
+        subject,
+        REPORT_ARTIFACT_TYPE,
+        report,
+        REPORT_MEDIA_TYPE,
+        annotations={"org.opencontainers.image.title": "gguf-harness-report.json"},
+    )
+    return attach(client, repository, subject, referrer).via

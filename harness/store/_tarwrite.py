@@ -1,0 +1,171 @@
+"""Writing one layer's members to disk, each checked before anything is created.
+
+Names are made relative and refused if absolute or holding ``..``; a member under a symlink or
+file of the same layer is refused; files are created with O_EXCL|O_NOFOLLOW inside directories
+this code made itself, so nothing is ever written through a link.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._errors import UnsafeLayerError
+
+__all__ = ["FsEntry", "TarWriter", "clean_name"]
+
+_CHUNK = 1 << 20
+_WHITEOUT = ".wh."
+_OPAQUE = ".wh..wh..opq"
+
+
+@dataclass(frozen=True)
+class FsEntry:
+    path: str  # relative to the layer root, no leading slash
+    kind: str  # "file", "dir", "symlink" or "hardlink"
+    mode: int
+    size: int = 0
+    target: str | None = None  # symlink: as stored; hardlink: the linked path (relative)
+
+
+def clean_name(name: str, what: str) -> str:
+    """A member name as a relative path, refusing absolute names and ``..``."""
+    if name.startswith("/"):
+        raise UnsafeLayerError(f"{what}: member {name!r} is an absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts or "\0" in name:
+        raise UnsafeLayerError(f"{what}: member {name!r} leads out of the model root ('..')")
+    return "/".join(parts)
+
+
+class TarWriter:
+    """Writes members under ``root`` and keeps the layer's entry list."""
+
+    def __init__(self, root: Path, what: str, max_entries: int) -> None:
+        self.root = root
+        self.what = what
+        self.max_entries = max_entries
+        self.entries: dict[str, FsEntry] = {}
+        self.whiteouts: list[str] = []
+        self.opaque: list[str] = []
+        self._count = 0
+
+    def add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        self._count += 1
+        if self._count > self.max_entries:
+            raise UnsafeLayerError(f"{self.what} has more than {self.max_entries} entries")
+        rel = clean_name(member.name, self.what)
+        if not rel:
+            return
+        parent, _, base = rel.rpartition("/")
+        if base == _OPAQUE:
+            self.opaque.append(parent)
+            return
+        if base.startswith(_WHITEOUT):
+            gone = base[len(_WHITEOUT) :]
+            if gone in ("", ".", ".."):
+                raise UnsafeLayerError(f"{self.what}: whiteout {member.name!r} names nothing")
+            self.whiteouts.append(f"{parent}/{gone}" if parent else gone)
+            return
+        self._check_parents(rel, member.name)
+        mode = member.mode & 0o7777
+        if member.isreg():
+            self._file(tar, member, rel)
+            self._put(FsEntry(rel, "file", mode, member.size))
+        elif member.isdir():
+            self._dir(rel)
+            self._put(FsEntry(rel, "dir", mode))
+        elif member.issym():
+            target = member.linkname
+            if target.startswith("/"):
+                raise UnsafeLayerError(
+                    f"{self.what}: symlink {member.name!r} -> {target!r} is absolute: on disk it "
+                    "would point outside the model root"
+                )
+            self._clear(rel)
+            os.symlink(target, self.root / rel)
+            self._put(FsEntry(rel, "symlink", mode, 0, target))
+        elif member.islnk():
+            target = clean_name(member.linkname, self.what)
+            self._clear(rel)
+            source = self.entries.get(target)
+            if source is not None and source.kind == "file":
+                # Same layer: a real hard link, after which it is just another file.
+                os.link(self.root / target, self.root / rel, follow_symlinks=False)
+                self._put(FsEntry(rel, "file", source.mode, source.size))
+            else:
+                # A file of a lower layer (or nothing): resolved when the layers are merged.
+                self._put(FsEntry(rel, "hardlink", mode, 0, target))
+        elif member.ischr() or member.isblk():
+            raise UnsafeLayerError(f"{self.what}: {member.name!r} is a device file")
+        elif member.isfifo():
+            raise UnsafeLayerError(f"{self.what}: {member.name!r} is a FIFO")
+        else:
+            raise UnsafeLayerError(
+                f"{self.what}: {member.name!r} has unsupported type {member.type!r}"
+            )
+
+    def _check_parents(self, rel: str, name: str) -> None:
+        parts = rel.split("/")
+        for depth in range(1, len(parts)):
+            found = self.entries.get("/".join(parts[:depth]))
+            if found is not None and found.kind != "dir":
+                raise UnsafeLayerError(
+                    f"{self.what}: {name!r} lies under {found.path!r}, a {found.kind}: writing it "
+                    f"would go through that {found.kind}"
+                )
+
+    def _put(self, entry: FsEntry) -> None:
+        self.entries.pop(entry.path, None)  # a later member of the same path wins, in order
+        self.entries[entry.path] = entry
+
+    def _dir(self, rel: str) -> None:
+        path = self.root / rel
+        if path.is_symlink() or (path.exists() and not path.is_dir()):
+            path.unlink()
+        self._parents(rel)
+        path.mkdir(exist_ok=True)
+
+    def _parents(self, rel: str) -> None:
+        current = self.root
+        for part in rel.split("/")[:-1]:
+            current = current / part
+            if current.is_symlink():
+                raise UnsafeLayerError(f"{self.what}: {rel!r} would be written through a symlink")
+            current.mkdir(exist_ok=True)
+
+    def _clear(self, rel: str) -> None:
+        self._parents(rel)
+        path = self.root / rel
+        if path.is_dir() and not path.is_symlink():
+            _remove_tree(path)
+            for key in [k for k in self.entries if k.startswith(rel + "/")]:
+                del self.entries[key]
+        elif path.is_symlink() or path.exists():
+            path.unlink()
+
+    def _file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, rel: str) -> None:
+        self._clear(rel)
+        path = self.root / rel
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path, flags, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            data = tar.extractfile(member)
+            if data is not None:
+                while chunk := data.read(_CHUNK):
+                    out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        # Read-only: the file is hard-linked into every model that uses it.
+        os.chmod(path, (member.mode & 0o555) | 0o444)
+
+
+def _remove_tree(path: Path) -> None:
+    for child in path.rglob("*"):
+        if child.is_dir() and not child.is_symlink():
+            child.chmod(stat.S_IRWXU)
+    shutil.rmtree(path)
