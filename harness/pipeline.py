@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +21,22 @@ from harness.expect import ModelSpec, Section, Subject
 from harness.gguf import read_facts
 from harness.oci import Image, extract, parse_seed_config, read_layout
 from harness.packerfile import cmd_roles
+from harness.publish import Evidence, PublishResult, PublishSpec, publish
+from harness.toolchain import llama_cpp_build
 
-__all__ = ["Artifact", "Pipeline", "budgets_of", "check_memory", "produce_artifact"]
+__all__ = [
+    "DEFAULT_PUBLISH_TARGET",
+    "Artifact",
+    "Pipeline",
+    "budgets_of",
+    "check_memory",
+    "produce_artifact",
+    "publish_model",
+]
+
+# Where the main job publishes when model.yaml names no registry (one OCI layout per model
+# below it): no outside service needed.
+DEFAULT_PUBLISH_TARGET = "oci:out/published"
 
 
 @dataclass(frozen=True)
@@ -140,6 +154,21 @@ def _extracted(image: Image, cmd_value: str) -> Path:
             else:
                 tmp.unlink(missing_ok=True)
     return target
+
+
+def publish_model(
+    spec: ModelSpec, artifact: Artifact, report: Mapping[str, Any], raw_report: bytes
+) -> PublishResult:
+    """Publish one model's image if every one of its checks in ``report`` passed."""
+    if artifact.image is None:
+        return PublishResult(False, "not published: a bare GGUF source has no image to publish")
+    section = spec.publish.data if spec.publish is not None else None
+    target = PublishSpec.from_section(
+        section, spec.build.args_for(None), default_target=f"{DEFAULT_PUBLISH_TARGET}/{spec.name}"
+    )
+    evidence = Evidence.from_report(report, str(spec.path), raw_report)
+    evidence = replace(evidence, llama_cpp=llama_cpp_build().label)
+    return publish(artifact.image, target, evidence, tag=artifact.tag)
 
 
 class Pipeline:

@@ -7,8 +7,10 @@ core; this module maps them onto pytest's collection, locations and reports.
 from __future__ import annotations
 
 import fnmatch
+import json
 import os
 from collections.abc import Generator, Iterable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -16,7 +18,7 @@ import pytest
 
 from harness.errors import HarnessError, Location
 from harness.expect import Check, ModelSpec, evaluate, load_spec
-from harness.pipeline import Pipeline, budgets_of, check_memory
+from harness.pipeline import Pipeline, budgets_of, check_memory, publish_model
 from harness.report import ItemRecord, Report
 from harness.units import format_size
 
@@ -25,6 +27,7 @@ __all__ = ["BudgetItem", "CheckItem", "ModelFile", "ModelItem"]
 _pipeline_key = pytest.StashKey[Pipeline]()
 _report_key = pytest.StashKey[Report]()
 _outcome_key = pytest.StashKey["Outcome"]()
+_specs_key = pytest.StashKey[dict[str, ModelSpec]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,6 +37,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="PATH",
         default=None,
         help="write the JSON report of every model check (expected, measured, outcome) to PATH",
+    )
+    group.addoption(
+        "--publish",
+        action="store_true",
+        help="after the run, publish each model whose every check passed (model.yaml publish:, "
+        "default oci:out/published)",
     )
     group.addoption(
         "--harness-out",
@@ -52,6 +61,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_pipeline_key] = Pipeline(Path(config.getoption("--harness-out")))
     config.stash[_report_key] = Report()
+    config.stash[_specs_key] = {}
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ModelFile | None:
@@ -74,6 +84,7 @@ class ModelFile(pytest.File):
 
     def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
         spec = load_spec(_display_path(self.path))
+        self.config.stash[_specs_key][str(spec.path)] = spec
         for mark in spec.marks:
             self.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
             self.add_marker(mark)
@@ -255,7 +266,7 @@ class UnavailableItem(ModelItem):
 
 
 def _unavailable(parent: ModelFile, spec: ModelSpec) -> Iterator[pytest.Item]:
-    for section in (spec.smoke, spec.publish):
+    for section in (spec.smoke,):
         if section is not None:
             yield UnavailableItem.from_parent(
                 parent, name=section.name, spec=spec, where=section.location, label=section.name
@@ -296,7 +307,48 @@ def _record(item: ModelItem, report: pytest.TestReport) -> None:
     )
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    path = session.config.getoption("--harness-report")
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    report = config.stash[_report_key]
+    publishing = config.getoption("--publish") and not config.getoption("collectonly")
+    if publishing and not _publish_all(config, report):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    path = config.getoption("--harness-report")
     if path:
-        session.config.stash[_report_key].write(path)
+        report.write(path)
+
+
+def _publish_all(config: pytest.Config, report: Report) -> bool:
+    """Publish every model whose checks all ran and passed; False if a publish itself failed."""
+    data = report.to_json()
+    raw = json.dumps(data, indent=2, default=str).encode()
+    ok = True
+    for path, record in report.models.items():
+        spec = config.stash[_specs_key].get(path)
+        if spec is None:
+            continue
+        try:
+            artifact = config.stash[_pipeline_key].artifact(spec)
+            result = publish_model(spec, artifact, data, raw)
+            record.publish = {
+                "published": result.published,
+                "reason": result.reason,
+                "items": [asdict(item) for item in result.items],
+            }
+        except HarnessError as error:
+            ok = False
+            record.publish = {"published": False, "reason": f"publishing failed: {error}"}
+    return ok
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    models = [m for m in config.stash[_report_key].models.values() if m.publish is not None]
+    if models:
+        terminalreporter.section("gguf-harness publish")
+    for model in models:
+        assert model.publish is not None
+        for item in model.publish.get("items") or []:
+            state = "pushed" if item["changed"] else "unchanged"
+            terminalreporter.line(f"{model.name}: {item['reference']} {item['digest']} ({state})")
+        if not model.publish["published"]:
+            terminalreporter.line(f"{model.name}: {model.publish['reason']}")

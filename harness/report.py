@@ -35,6 +35,8 @@ class ModelRecord:
     path: str
     name: str
     items: list[ItemRecord] = field(default_factory=list)
+    # What publishing did: {"published": bool, "reason": ..., "items": [{reference, digest, ...}]}
+    publish: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:

@@ -153,13 +153,11 @@ def test_the_repo_models_pass(pytestconfig: pytest.Config) -> None:
 def test_sections_without_a_stage_fail_instead_of_passing_unseen(tiny: pytest.Pytester) -> None:
     tiny.makefile(
         ".yaml",
-        model=model_yaml("publish:\n  references: [127.0.0.1:5000/tiny]\n"),
+        model=model_yaml("smoke:\n  checks:\n    - {name: hi, kind: completion, prompt: Hi}\n"),
     )
     result = tiny.runpytest()
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(
-        ["model.yaml:5:1: publish: could not be checked:", "*no such stage*"]
-    )
+    result.stdout.fnmatch_lines(["model.yaml:5:1: smoke: could not be checked:", "*no such stage*"])
 
 
 def test_each_memory_budget_is_an_item_with_its_margin(tiny: pytest.Pytester) -> None:
@@ -185,3 +183,33 @@ def test_each_memory_budget_is_an_item_with_its_margin(tiny: pytest.Pytester) ->
     assert items["roomy"]["location"] == "model.yaml:9"
     assert items["roomy"]["actual"]["max_context"] == 2048  # the model's trained context
     assert items["tiny-gpu"]["actual"]["GPU0"] > items["tiny-gpu"]["expected"]["GPU0"] == 1 << 20
+
+
+def test_publish_pushes_only_models_whose_every_item_passed(
+    tiny: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GGUF_HARNESS_CACHE", str(tiny.path / "cache"))
+    packerfile = 'FROM scratch\nCOPY tiny.gguf /models/\nCMD ["-m", "/models/tiny.gguf"]\n'
+    for name, arch in (("good", "llama"), ("bad", "qwen2")):
+        directory = tiny.path / name
+        directory.mkdir()
+        (directory / "GGUFPackerfile").write_text(packerfile)
+        (directory / "tiny.gguf").hardlink_to(tiny.path / "tiny.gguf")
+        (directory / "model.yaml").write_text(
+            f"schemaVersion: 1\nname: {name}\nexpect:\n  architecture: {arch}\n"
+        )
+    report_path = tiny.path / "report.json"
+    result = tiny.runpytest("--publish", f"--harness-report={report_path}")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*gguf-harness publish*"])
+    result.stdout.fnmatch_lines_random(
+        [
+            "good: oci:out/published/good:latest sha256:* (pushed)",
+            "bad: not published: 1 of 1 checks did not pass (bad/model.yaml::expect::architecture)",
+        ]
+    )
+    assert (tiny.path / "out" / "published" / "good" / "index.json").is_file()
+    assert not (tiny.path / "out" / "published" / "bad").exists()
+    models = {m["name"]: m for m in json.loads(report_path.read_text())["models"]}
+    assert models["good"]["publish"]["published"] is True
+    assert models["bad"]["publish"]["published"] is False

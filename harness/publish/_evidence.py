@@ -65,10 +65,12 @@ class Evidence:
         ]
         items = [i for m in records for i in m.get("items") or [] if isinstance(i, Mapping)]
         failures = tuple(str(i.get("id")) for i in items if i.get("outcome") != "passed")
+        # The item's one-line verdict ("gpu-2gib: fits: GPU0 804.55 MiB of 2048.00 MiB ..."):
+        # short enough for an annotation, and a function of the model alone.
         memory = {
-            str(i.get("name")): str(i.get("actual"))
+            str(i.get("name")): str(i.get("message"))
             for i in items
-            if i.get("section") == "memory" and i.get("actual") is not None
+            if i.get("section") == "memory" and i.get("message")
         }
         smoke_items = [i for i in items if i.get("section") == "smoke"]
         smoke = None
