@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from rich.console import Console
@@ -14,12 +15,14 @@ from rich.table import Table
 
 from harness import __version__
 from harness.build import BuildOptions, build
+from harness.distribution import RegistryOptions, push_layout
 from harness.errors import HarnessError, UsageError
 from harness.estimate import DeviceSpec, Estimate, RunSettings, estimate
 from harness.expect import Subject, validate
 from harness.gguf import GGUFFacts, read_facts
 from harness.packerfile import lint
 from harness.pipeline import Artifact, artifact_of_layout
+from harness.store import ModelRow, Store
 from harness.units import format_count, format_size
 
 __all__ = ["main"]
@@ -46,8 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    inspect = commands.add_parser("inspect", help="show what GGUF files are (header only, fast)")
-    inspect.add_argument("files", nargs="+", metavar="FILE")
+    inspect = commands.add_parser(
+        "inspect",
+        help="what GGUF files are (header only, fast); for a stored model REF, its image config",
+    )
+    inspect.add_argument("files", nargs="+", metavar="FILE|REF")
     inspect.add_argument("--json", action="store_true", help="one JSON object per file, as a list")
     inspect.set_defaults(run=_inspect)
 
@@ -100,6 +106,25 @@ def _parser() -> argparse.ArgumentParser:
     est.add_argument("--json", action="store_true")
     est.set_defaults(run=_estimate)
 
+    push = commands.add_parser("push", help="push an OCI layout to a registry")
+    push.add_argument("layout", metavar="DIR[:TAG]")
+    push.add_argument("reference", metavar="REF", help="e.g. 127.0.0.1:5000/smollm2:q4")
+    push.add_argument("--insecure", action="store_true", help="plain HTTP or unverified TLS")
+    push.set_defaults(run=_push)
+
+    pull = commands.add_parser("pull", help="pull a model image into the local store")
+    pull.add_argument("reference", metavar="REF")
+    pull.add_argument("--insecure", action="store_true", help="plain HTTP or unverified TLS")
+    pull.set_defaults(run=_pull)
+
+    listing = commands.add_parser("list", help="models in the local store")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=_list)
+
+    remove = commands.add_parser("remove", help="remove a model from the store (by REF or ID)")
+    remove.add_argument("references", nargs="+", metavar="REF|ID")
+    remove.set_defaults(run=_remove)
+
     test = commands.add_parser(
         "test",
         help="run every model's checks with pytest (extra arguments go to pytest)",
@@ -111,6 +136,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    if not any(Path(name).exists() for name in args.files):
+        # Not files: stored models, as the seed's `inspect REF` shows them.
+        store = Store()
+        configs = [store.inspect(ref) for ref in args.files]
+        print(json.dumps(configs[0] if len(configs) == 1 else configs, indent=2))
+        return 0
     facts = [read_facts(path) for path in args.files]
     if args.json:
         print(json.dumps([f.to_json() for f in facts], indent=2))
@@ -276,6 +307,57 @@ def _estimate_table(rows: list[Estimate]) -> Table:
             row += [str(device.layers), format_size(e.vram_uma(i)), format_size(device.total)]
         table.add_row(*row)
     return table
+
+
+def _push(args: argparse.Namespace) -> int:
+    directory, colon, tag = args.layout.rpartition(":")
+    if not colon or "/" in tag:
+        directory, tag = args.layout, ""
+    result = push_layout(
+        Path(directory),
+        args.reference,
+        tag=tag or None,
+        options=RegistryOptions(insecure=args.insecure),
+        report=_say,
+    )
+    state = "pushed" if result.changed else "unchanged"
+    print(f"{result.reference} {result.descriptor.digest} ({state}, {result.bytes_sent} bytes)")
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    model = Store().pull(
+        args.reference, options=RegistryOptions(insecure=args.insecure), report=_say
+    )
+    print(f"{args.reference} {model.id}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    rows = Store().rows()
+    if args.json:
+        print(json.dumps([asdict(row) for row in rows], indent=2))
+        return 0
+    table = Table(box=None, header_style="bold")
+    for column in ModelRow.COLUMNS:
+        table.add_column(column)
+    for r in rows:
+        cells = (r.name, r.tag, r.short_id, r.arch, r.params, r.bpw, r.type, r.usage, r.created)
+        table.add_row(*cells, format_size(r.size))
+    Console(width=200).print(table)
+    return 0
+
+
+def _remove(args: argparse.Namespace) -> int:
+    store = Store()
+    for reference in args.references:
+        collected = store.remove(reference)
+        print(f"removed {', '.join(collected.references)}; freed {format_size(collected.freed)}")
+    return 0
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def _test(args: argparse.Namespace) -> int:
