@@ -2,10 +2,23 @@
 
 ``build`` is the native builder: Python only, no Docker, a step cache that makes an unchanged
 rebuild free, and images that are what GGUF Packer's BuildKit frontend produces.
+``build_with_buildx`` builds the same options with Docker's BuildKit and that frontend;
+``build_with`` picks one of the two (flag, then $GGUF_HARNESS_BUILDER, then model.yaml).
 """
 
+from harness.build._buildx import DEFAULT_FRONTEND, build_with, build_with_buildx
 from harness.build._errors import BuildError
 from harness.build._native import LLAMA_CPP_LABEL, BuildOptions, BuildResult, build
 from harness.build._store import cache_root
 
-__all__ = ["LLAMA_CPP_LABEL", "BuildError", "BuildOptions", "BuildResult", "build", "cache_root"]
+__all__ = [
+    "DEFAULT_FRONTEND",
+    "LLAMA_CPP_LABEL",
+    "BuildError",
+    "BuildOptions",
+    "BuildResult",
+    "build",
+    "build_with",
+    "build_with_buildx",
+    "cache_root",
+]
