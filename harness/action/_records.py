@@ -1,0 +1,180 @@
+"""The JSON report (``--harness-report``, harness/report.py) read back as typed records.
+
+The report is read leniently: it may come from another harness version or a run that stopped
+early, so a missing or odd field becomes a default instead of an exception. Two things the
+report format leaves open are settled here:
+
+- **Digests** of a model's images: what ``gguf-harness test --publish`` records,
+  ``model["publish"] = {"published": bool, "reason": str | None, "items": [{"reference",
+  "digest", "format", ...}]}``; also read: ``model["digests"]`` as ``{reference: digest}`` or a
+  list of ``{"reference", "digest"}``, and ``model["digest"]`` as one string.
+- **Locations**: ``item["location"]`` is ``PATH:LINE`` (model.yaml, relative to where the
+  harness ran); ``path``/``line`` split it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import UsageError
+
+__all__ = ["Item", "Model", "Run", "load_report", "parse_report"]
+
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One check of one model, as the report recorded it."""
+
+    id: str
+    section: str  # expect | memory | smoke | publish | ...
+    name: str  # architecture, metadata::general.name, a budget's or smoke check's name
+    outcome: str  # passed | failed | skipped | error
+    path: str | None  # model.yaml, relative to where the harness ran
+    line: int | None
+    duration: float = 0.0
+    expected: Any = None
+    actual: Any = None
+    message: str = ""
+
+    @property
+    def label(self) -> str:
+        """``expect.metadata.general.name``: the check as the YAML nests it."""
+        return ".".join([self.section, *self.name.split("::")])
+
+    @property
+    def location(self) -> str:
+        if self.path is None:
+            return ""
+        return f"{self.path}:{self.line}" if self.line else self.path
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "passed"
+
+
+@dataclass(frozen=True)
+class Model:
+    path: str
+    name: str
+    passed: bool
+    items: tuple[Item, ...]
+    digests: Mapping[str, str] = field(default_factory=dict)  # reference (or "image") -> digest
+    published: bool | None = None  # None: publishing was not asked for
+    publish_note: str = ""  # why nothing was published
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for item in self.items if item.outcome == outcome)
+
+    def section(self, name: str) -> list[Item]:
+        return [item for item in self.items if item.section == name]
+
+
+@dataclass(frozen=True)
+class Run:
+    passed: bool
+    harness: str
+    models: tuple[Model, ...]
+
+    @property
+    def failed_models(self) -> list[Model]:
+        return [model for model in self.models if not model.passed]
+
+    def digests(self) -> dict[str, dict[str, str]]:
+        """model name -> {reference: digest}, models without digests left out."""
+        return {m.name: dict(m.digests) for m in self.models if m.digests}
+
+
+def load_report(path: str | os.PathLike[str]) -> Run:
+    """Read the report at ``path``; UsageError when it is missing or not a report."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            data = json.load(file)
+    except FileNotFoundError:
+        raise UsageError(f"no report at {os.fspath(path)}") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read the report {os.fspath(path)}: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise UsageError(f"{os.fspath(path)} is not a gguf-harness report")
+    return parse_report(data)
+
+
+def parse_report(data: Mapping[str, Any]) -> Run:
+    models = tuple(_model(m) for m in data.get("models") or [] if isinstance(m, Mapping))
+    passed = data.get("passed")
+    if not isinstance(passed, bool):
+        passed = bool(models) and all(m.passed for m in models)
+    return Run(passed, str(data.get("harness") or ""), models)
+
+
+def _model(raw: Mapping[str, Any]) -> Model:
+    items = tuple(_item(i) for i in raw.get("items") or [] if isinstance(i, Mapping))
+    passed = raw.get("passed")
+    if not isinstance(passed, bool):
+        passed = bool(items) and all(item.ok for item in items)
+    path = str(raw.get("path") or "")
+    name = str(raw.get("name") or path)
+    publish = raw.get("publish")
+    published, note = None, ""
+    if isinstance(publish, Mapping):
+        published = bool(publish.get("published"))
+        note = str(publish.get("reason") or "")
+    return Model(path, name, passed, items, _digests(raw), published, note)
+
+
+def _item(raw: Mapping[str, Any]) -> Item:
+    path, line = _split_location(str(raw.get("location") or ""))
+    duration = raw.get("duration")
+    return Item(
+        id=str(raw.get("id") or ""),
+        section=str(raw.get("section") or ""),
+        name=str(raw.get("name") or ""),
+        outcome=str(raw.get("outcome") or "error"),
+        path=path,
+        line=line,
+        duration=float(duration) if isinstance(duration, int | float) else 0.0,
+        expected=raw.get("expected"),
+        actual=raw.get("actual"),
+        message=str(raw.get("message") or ""),
+    )
+
+
+def _split_location(text: str) -> tuple[str | None, int | None]:
+    if not text:
+        return None, None
+    path, colon, line = text.rpartition(":")
+    if colon and line.isdigit():
+        return path, int(line) or None
+    return text, None
+
+
+def _digests(raw: Mapping[str, Any]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    publish = raw.get("publish")
+    if isinstance(publish, Mapping) and isinstance(publish.get("items"), list):
+        for entry in publish["items"]:
+            _add_entry(found, entry)
+    listed = raw.get("digests")
+    if isinstance(listed, Mapping):
+        found.update({str(k): v for k, v in listed.items() if _is_digest(v)})
+    elif isinstance(listed, list):
+        for entry in listed:
+            _add_entry(found, entry)
+    if _is_digest(raw.get("digest")):
+        found.setdefault("image", raw["digest"])
+    return found
+
+
+def _add_entry(found: dict[str, str], entry: Any) -> None:
+    if isinstance(entry, Mapping) and _is_digest(entry.get("digest")):
+        found[str(entry.get("reference") or "image")] = entry["digest"]
+
+
+def _is_digest(value: Any) -> bool:
+    return isinstance(value, str) and bool(_DIGEST.match(value))
