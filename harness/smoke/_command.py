@@ -1,0 +1,253 @@
+"""What to run for an image: its Cmd, with every file it names placed where a server can read it.
+
+An image's Cmd names files by their in-image paths (``-m /app/model.gguf``, ``--lora a.gguf``,
+``--chat-template-file t.jinja``). Those files are placed under one host directory (``root``) at
+their in-image paths: hard links to the native builder's store when it holds them, else copies
+extracted from the image's layers, cached per manifest digest. A runner then rewrites each path
+to ``root`` (a process) or to a read-only mount of ``root`` (a container).
+
+``--system-prompt-file`` is not passed on: llama-server at the pinned llama.cpp no longer has it
+(upstream removed it), yet the seed's Packerfiles put it in CMD. The file is read instead and its
+text becomes the system message of every chat request that has none of its own (as Ollama treats
+a Modelfile's SYSTEM); completion requests are sent as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.build import BuildResult, cache_root
+from harness.errors import Location
+from harness.oci import Image, OCIError, SeedConfig, extract, parse_seed_config, read_layout
+from harness.packerfile import cmd_file_args
+
+from ._errors import SmokeError
+
+__all__ = ["SYSTEM_PROMPT_FLAG", "ServerCommand", "server_command"]
+
+SYSTEM_PROMPT_FLAG = "--system-prompt-file"
+
+
+@dataclass(frozen=True)
+class ServerCommand:
+    """llama-server arguments for one image, plus where the files they name lie on this host."""
+
+    source: str  # what it was made from, for messages: "out/smollm2:latest", a GGUF path
+    args: tuple[str, ...]  # the image's Cmd, then the extra args, less --system-prompt-file
+    paths: tuple[int, ...]  # indices of args that hold in-image paths ("/app/model.gguf")
+    root: Path  # the host directory holding each in-image path at root/<path>
+    system_prompt: str | None = None
+    system_prompt_file: str | None = None  # where the system prompt came from
+    digest: str | None = None  # the image's manifest digest
+
+    def host_args(self) -> tuple[str, ...]:
+        """The arguments with every in-image path turned into its host path."""
+        return self._rewritten(str(self.root))
+
+    def mounted_args(self, mount: str) -> tuple[str, ...]:
+        """The arguments for a container that mounts ``root`` at ``mount``."""
+        return self._rewritten(mount.rstrip("/"))
+
+    def host_path(self, in_image: str) -> Path:
+        return self.root / _relative(in_image)
+
+    def with_args(self, extra: Sequence[str]) -> ServerCommand:
+        """The same command with ``extra`` host-side arguments appended (they win, as later
+        flags do in llama-server)."""
+        return _assemble(
+            self.source,
+            [*self.args, *extra],
+            self.paths,
+            self.root,
+            self.digest,
+            (self.system_prompt, self.system_prompt_file),
+        )
+
+    @classmethod
+    def from_layout(
+        cls,
+        layout: str | os.PathLike[str],
+        tag: str | None = None,
+        extra_args: Sequence[str] = (),
+        *,
+        cache_dir: Path | None = None,
+    ) -> ServerCommand:
+        """The command for the image tagged ``tag`` in an OCI layout (``DIR`` or ``DIR:TAG``)."""
+        try:
+            image = read_layout(layout, tag)
+            seed = parse_seed_config(
+                image.config, str(image.blob_path(image.config_descriptor.digest))
+            )
+        except OCIError as error:
+            raise SmokeError(f"cannot run {os.fspath(layout)}: {error}") from None
+        root = _root(cache_dir, image.descriptor.digest)
+        missing = [p for p in _needed(seed) if not (root / _relative(p)).is_file()]
+        if len(missing) > 1 and not any(root.iterdir()):
+            # One pass over the layers for the whole tree (the seed's flattened layers dir)
+            # costs less than a pass per file; an image whose tree cannot be written safely
+            # (device files, links leaving it) is taken file by file instead.
+            with contextlib.suppress(OCIError):
+                extract(image, "/", root)
+        for path in missing:
+            target = root / _relative(path)
+            if not target.is_file():
+                _extract(image, path, target)
+        source = os.fspath(layout) + (f":{tag}" if tag else "")
+        return _command(source, seed, root, extra_args, image.descriptor.digest)
+
+    @classmethod
+    def from_build(
+        cls, result: BuildResult, extra_args: Sequence[str] = (), *, cache_dir: Path | None = None
+    ) -> ServerCommand:
+        """The command for what the native builder just built: its files are linked from the
+        build store rather than extracted; anything else the Cmd names comes from the layout."""
+        try:
+            seed = parse_seed_config(result.config, str(result.output))
+        except OCIError as error:
+            raise SmokeError(f"cannot run {result.output}:{result.tag}: {error}") from None
+        root = _root(cache_dir, result.manifest.digest)
+        image: Image | None = None
+        for path in _needed(seed):
+            target = root / _relative(path)
+            if target.is_file():
+                continue
+            stored = result.files.get(path)
+            if stored is not None and _link(stored, target):
+                continue
+            if image is None:
+                try:
+                    image = read_layout(result.output, result.tag)
+                except OCIError as error:
+                    raise SmokeError(f"cannot read {result.output}: {error}") from None
+            _extract(image, path, target)
+        source = f"{result.output}:{result.tag}"
+        return _command(source, seed, root, extra_args, result.manifest.digest)
+
+    @classmethod
+    def from_gguf(
+        cls, path: str | os.PathLike[str], extra_args: Sequence[str] = ()
+    ) -> ServerCommand:
+        """``-m FILE`` for a bare GGUF file (no image): its directory plays the image root."""
+        file = Path(path).resolve()
+        if not file.is_file():
+            raise SmokeError("no such GGUF file", Location(file))
+        return _assemble(
+            str(path), ["-m", "/" + file.name, *extra_args], (1,), file.parent, None, (None, None)
+        )
+
+    def _rewritten(self, base: str) -> tuple[str, ...]:
+        out = list(self.args)
+        for index in self.paths:
+            out[index] = f"{base}/{_relative(out[index])}"
+        return tuple(out)
+
+
+def server_command(
+    image: str | os.PathLike[str] | BuildResult,
+    extra_args: Sequence[str] = (),
+    *,
+    cache_dir: Path | None = None,
+) -> ServerCommand:
+    """A command from a BuildResult, a ``*.gguf`` file, or an OCI layout (``DIR[:TAG]``)."""
+    if isinstance(image, BuildResult):
+        return ServerCommand.from_build(image, extra_args, cache_dir=cache_dir)
+    if os.fspath(image).endswith(".gguf") and Path(image).is_file():
+        return ServerCommand.from_gguf(image, extra_args)
+    return ServerCommand.from_layout(image, None, extra_args, cache_dir=cache_dir)
+
+
+def _command(
+    source: str, seed: SeedConfig, root: Path, extra: Sequence[str], digest: str
+) -> ServerCommand:
+    cmd = list(seed.cmd)
+    entries = [seed.model, seed.drafter, seed.projector, *seed.adapters]
+    paths = {e.cmd_index for e in entries if e is not None and e.cmd_value}
+    paths |= {f.index for f in cmd_file_args(cmd)}
+    return _assemble(source, [*cmd, *extra], tuple(sorted(paths)), root, digest, (None, None))
+
+
+def _needed(seed: SeedConfig) -> list[str]:
+    entries = [seed.model, seed.drafter, seed.projector, *seed.adapters]
+    values = [e.cmd_value for e in entries if e is not None and e.cmd_value]
+    values += [f.path for f in cmd_file_args(seed.cmd)]
+    return list(dict.fromkeys(values))
+
+
+def _assemble(
+    source: str,
+    args: Sequence[str],
+    paths: Sequence[int],
+    root: Path,
+    digest: str | None,
+    system: tuple[str | None, str | None],
+) -> ServerCommand:
+    """Take every ``--system-prompt-file PATH`` out of ``args`` (the last one counts, as
+    llama-server read its flags), read that file, and move the path indices along."""
+    in_image = set(paths)
+    kept: list[str] = []
+    kept_paths: list[int] = []
+    chosen: tuple[str, bool] | None = None
+    i = 0
+    while i < len(args):
+        if args[i] == SYSTEM_PROMPT_FLAG and i + 1 < len(args):
+            chosen = (args[i + 1], i + 1 in in_image)
+            i += 2
+            continue
+        if i in in_image:
+            kept_paths.append(len(kept))
+        kept.append(args[i])
+        i += 1
+    prompt, prompt_file = system
+    if chosen is not None:
+        prompt_file, from_image = chosen
+        file = root / _relative(prompt_file) if from_image else Path(prompt_file)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise SmokeError(
+                f"{SYSTEM_PROMPT_FLAG} {prompt_file}: cannot read it: {error}"
+            ) from None
+        # The newline a heredoc (CAT) or an editor ends a file with is not part of the prompt.
+        prompt = text.rstrip("\n")
+    return ServerCommand(source, tuple(kept), tuple(kept_paths), root, prompt, prompt_file, digest)
+
+
+def _relative(in_image: str) -> str:
+    # Images carry no WorkingDir, so a relative Cmd path is relative to "/" (as in the seed).
+    return posixpath.normpath(posixpath.join("/", in_image)).lstrip("/")
+
+
+def _root(cache_dir: Path | None, digest: str) -> Path:
+    base = cache_dir if cache_dir is not None else cache_root() / "smoke"
+    root = base / digest.replace(":", "-")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _link(stored: Path, target: Path) -> bool:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        os.link(stored, temporary)
+        os.replace(temporary, target)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _extract(image: Image, in_image: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        extract(image, "/" + _relative(in_image), target)
+    except OCIError as error:
+        raise SmokeError(f"cannot take {in_image} out of the image: {error}") from None
+    if not target.is_file():
+        shutil.rmtree(target, ignore_errors=True)
+        raise SmokeError(f"{in_image} in the image is not a file")
