@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -14,7 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from harness import __version__
-from harness.build import BuildOptions, build
+from harness.action import matrix, run_action
+from harness.build import BuildOptions, build_with
 from harness.distribution import RegistryOptions, push_layout
 from harness.errors import HarnessError, UsageError
 from harness.estimate import DeviceSpec, Estimate, RunSettings, estimate
@@ -22,6 +24,7 @@ from harness.expect import Subject, validate
 from harness.gguf import GGUFFacts, read_facts
 from harness.packerfile import lint
 from harness.pipeline import Artifact, artifact_of_layout
+from harness.smoke import SmokeCheck, dry_run, server_command, smoke, start
 from harness.store import ModelRow, Store
 from harness.units import format_count, format_size
 
@@ -30,7 +33,15 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # `run IMAGE -- ARGS`: what follows `--` goes to the server untouched, flags included.
+    server_args: list[str] = []
+    if words[:1] in (["run"], ["smoke"]) and "--" in words:
+        cut = words.index("--")
+        words, server_args = words[:cut], words[cut + 1 :]
+    args = parser.parse_args(words)
+    if server_args:
+        args.server_args = [*args.server_args, *server_args]
     try:
         return int(args.run(args))
     except HarnessError as error:
@@ -84,7 +95,41 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--output", "-o", default=None, metavar="DIR", help="default: ./out/NAME")
     build.add_argument("--no-cache", action="store_true", help="run every step again")
     build.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip")
+    build.add_argument(
+        "--builder",
+        choices=("native", "buildx"),
+        help="native (default) or Docker BuildKit with the gguf-packer frontend",
+    )
+    build.add_argument("--frontend", metavar="IMAGE", help="the BuildKit frontend for buildx")
     build.set_defaults(run=_build)
+
+    run = commands.add_parser(
+        "run", help="serve an image (OCI layout DIR[:TAG]) or GGUF with llama.cpp, as its Cmd says"
+    )
+    run.add_argument("image", metavar="IMAGE")
+    run.add_argument("--by", metavar="RUNNER", help="llama-server, llama-cpp-python or docker")
+    run.add_argument("--port", type=int, default=8080)
+    run.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+    run.add_argument("server_args", nargs="*", metavar="-- SERVER ARG")
+    run.set_defaults(run=_run)
+
+    ask = commands.add_parser("smoke", help="ask a served image one question")
+    ask.add_argument("image", metavar="IMAGE")
+    ask.add_argument("--prompt", required=True)
+    ask.add_argument("--by", metavar="RUNNER")
+    ask.add_argument("--max-tokens", type=int, default=128)
+    ask.add_argument("server_args", nargs="*", metavar="-- SERVER ARG")
+    ask.set_defaults(run=_smoke)
+
+    cells = commands.add_parser("matrix", help="JSON for a GitHub strategy.matrix over models")
+    cells.add_argument("paths", nargs="*", metavar="PATH")
+    cells.set_defaults(run=_matrix)
+
+    action = commands.add_parser(
+        "action", help="GitHub: job summary, annotations, outputs, check run, PR comment"
+    )
+    action.add_argument("report", nargs="?", metavar="REPORT", help="a --harness-report file")
+    action.set_defaults(run=_action)
 
     est = commands.add_parser(
         "estimate", help="RAM and VRAM llama-server needs for a GGUF or an image (OCI layout)"
@@ -216,7 +261,12 @@ def _build(args: argparse.Namespace) -> int:
         compression=args.compression,
     )
     console = Console(stderr=True)
-    result = build(options, report=lambda message: console.print(f"[dim]=>[/dim] {message}"))
+    result = build_with(
+        options,
+        builder=args.builder,
+        frontend=args.frontend,
+        report=lambda message: console.print(f"[dim]=>[/dim] {message}"),
+    )
     print(f"{result.output} {result.manifest.digest}")
     return 0
 
@@ -354,6 +404,39 @@ def _remove(args: argparse.Namespace) -> int:
         collected = store.remove(reference)
         print(f"removed {', '.join(collected.references)}; freed {format_size(collected.freed)}")
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    command = server_command(args.image, args.server_args)
+    if args.dry_run:
+        print(dry_run(command, args.by, port=args.port).command_line)
+        return 0
+    with start(command, args.by, port=args.port) as server:
+        print(f"serving {args.image} at {server.url} (Ctrl-C stops it)", file=sys.stderr)
+        server.wait()
+    return 0
+
+
+def _smoke(args: argparse.Namespace) -> int:
+    check = SmokeCheck.from_mapping(
+        {"name": "prompt", "kind": "chat", "prompt": args.prompt, "max_tokens": args.max_tokens}
+    )
+    run = smoke(server_command(args.image, args.server_args), [check], args.by)
+    (result,) = run.results
+    print(result.text if result.text is not None else result.message)
+    return 0 if result.passed else 1
+
+
+def _matrix(args: argparse.Namespace) -> int:
+    print(json.dumps(matrix(args.paths or ["."])))
+    return 0
+
+
+def _action(args: argparse.Namespace) -> int:
+    report = args.report or os.environ.get("GGUF_HARNESS_REPORT")
+    if not report:
+        raise UsageError("action: give the report file (or set GGUF_HARNESS_REPORT)")
+    return run_action(report, os.environ)
 
 
 def _say(message: str) -> None:

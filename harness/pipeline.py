@@ -14,14 +14,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.build import BuildOptions, BuildResult, build, cache_root
+from harness.build import BuildOptions, BuildResult, build_with, cache_root
 from harness.errors import ArtifactError, HarnessError
-from harness.estimate import Budget, BudgetResult, RunSettings, evaluate_budget
-from harness.expect import ModelSpec, Section, Subject
+from harness.estimate import Budget, BudgetResult, RunSettings, estimate, evaluate_budget
+from harness.expect import ModelSpec, Section, Subject, Variant
 from harness.gguf import read_facts
 from harness.oci import Image, extract, parse_seed_config, read_layout
 from harness.packerfile import cmd_roles
 from harness.publish import Evidence, PublishResult, PublishSpec, publish
+from harness.smoke import ServerCommand, SmokeCheck, SmokeRun, smoke
 from harness.toolchain import llama_cpp_build
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "check_memory",
     "produce_artifact",
     "publish_model",
+    "run_smoke",
 ]
 
 # Where the main job publishes when model.yaml names no registry (one OCI layout per model
@@ -48,6 +50,7 @@ class Artifact:
     files: Mapping[str, Path]  # each Cmd role's path as written -> a readable file
     image: Path | None = None  # the OCI layout, when there is an image
     tag: str | None = None
+    build: BuildResult | None = None  # when this session built it
 
     def role_files(self, kind: str) -> list[Path]:
         return [self.files[r.path] for r in cmd_roles(self.cmd or ()) if r.kind == kind]
@@ -58,11 +61,11 @@ class Artifact:
         return models[0] if models else Path(self.subject.facts.path)
 
 
-def produce_artifact(spec: ModelSpec, out_dir: Path) -> Artifact:
+def produce_artifact(spec: ModelSpec, out_dir: Path, variant: Variant | None = None) -> Artifact:
     """Build the model (or read the artifact its ``source`` names)."""
     source = spec.source
     if source is None:
-        return _artifact_of_build(spec, out_dir)
+        return _artifact_of_build(spec, out_dir, variant)
     path = spec.source_path()
     if source.kind == "gguf":
         assert path is not None
@@ -82,7 +85,7 @@ def produce_artifact(spec: ModelSpec, out_dir: Path) -> Artifact:
     )
 
 
-def _artifact_of_build(spec: ModelSpec, out_dir: Path) -> Artifact:
+def _artifact_of_build(spec: ModelSpec, out_dir: Path, variant: Variant | None) -> Artifact:
     if not spec.packerfile.is_file():
         raise ArtifactError(
             f"no `source:` and no Packerfile at {spec.packerfile}: nothing to check",
@@ -90,14 +93,14 @@ def _artifact_of_build(spec: ModelSpec, out_dir: Path) -> Artifact:
         )
     options = BuildOptions(
         context=spec.directory,
-        output=out_dir / spec.name,
+        output=out_dir / (f"{spec.name}-{variant.name}" if variant else spec.name),
         packerfile=str(spec.packerfile.resolve()),
-        build_args=spec.build.args_for(None),
+        build_args=spec.build.args_for(variant),
         target=spec.build.target,
         contexts={name: spec.context_dir(name) for name in spec.build.contexts},
-        tag="latest",
+        tag=variant.name if variant else "latest",
     )
-    return _artifact_of_result(build(options))
+    return _artifact_of_result(build_with(options, declared=spec.build.builder))
 
 
 def _artifact_of_result(result: BuildResult) -> Artifact:
@@ -105,7 +108,7 @@ def _artifact_of_result(result: BuildResult) -> Artifact:
     subject = Subject(
         facts=read_facts(result.files[seed.model.cmd_value]), labels=dict(seed.labels)
     )
-    return Artifact(subject, seed.cmd, dict(result.files), result.output, result.tag)
+    return Artifact(subject, seed.cmd, dict(result.files), result.output, result.tag, result)
 
 
 def artifact_of_layout(path: Path, tag: str | None) -> Artifact:
@@ -156,6 +159,33 @@ def _extracted(image: Image, cmd_value: str) -> Path:
     return target
 
 
+def run_smoke(spec: ModelSpec, artifact: Artifact) -> SmokeRun:
+    """Every smoke check of a model against one server started as the image's Cmd says."""
+    assert spec.smoke is not None
+    data: Mapping[str, Any] = spec.smoke.data
+    extra = tuple(str(a) for a in data.get("server_args") or ())
+    if artifact.build is not None:
+        command = ServerCommand.from_build(artifact.build, extra)
+    elif artifact.image is not None:
+        command = ServerCommand.from_layout(artifact.image, artifact.tag, extra)
+    else:
+        command = ServerCommand.from_gguf(artifact.model, extra)
+    checks = [
+        SmokeCheck.from_mapping(check, spec.smoke.location_of("checks", index))
+        for index, check in enumerate(data.get("checks") or [])
+    ]
+    # Deterministic in CI: one thread (and the checks' own temperature 0 and fixed seed).
+    threads = 1 if os.environ.get("CI") == "true" else None
+    return smoke(command, checks, threads=threads)
+
+
+def estimated_ram(spec: ModelSpec, artifact: Artifact) -> int:
+    """The estimator's host RAM for the settings the smoke server ran with (no GPU)."""
+    extra = spec.smoke.data.get("server_args") or () if spec.smoke is not None else ()
+    settings = RunSettings.from_cmd([*(artifact.cmd or ()), *map(str, extra)])
+    return estimate(artifact.model, settings).ram
+
+
 def publish_model(
     spec: ModelSpec, artifact: Artifact, report: Mapping[str, Any], raw_report: bytes
 ) -> PublishResult:
@@ -163,12 +193,19 @@ def publish_model(
     if artifact.image is None:
         return PublishResult(False, "not published: a bare GGUF source has no image to publish")
     section = spec.publish.data if spec.publish is not None else None
+    variant = Path(artifact.image).name if artifact.image else spec.name
     target = PublishSpec.from_section(
-        section, spec.build.args_for(None), default_target=f"{DEFAULT_PUBLISH_TARGET}/{spec.name}"
+        section,
+        spec.build.args_for(_variant_named(spec, artifact.tag)),
+        default_target=f"{DEFAULT_PUBLISH_TARGET}/{variant}",
     )
     evidence = Evidence.from_report(report, str(spec.path), raw_report)
     evidence = replace(evidence, llama_cpp=llama_cpp_build().label)
     return publish(artifact.image, target, evidence, tag=artifact.tag)
+
+
+def _variant_named(spec: ModelSpec, name: str | None) -> Variant | None:
+    return next((v for v in spec.build.variants if v.name == name), None)
 
 
 class Pipeline:
@@ -176,16 +213,33 @@ class Pipeline:
 
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = out_dir
+        # The build variant chosen for a model (`test --only NAME:VARIANT`), by model file.
+        self.variants: dict[Path, Variant] = {}
         self._artifacts: dict[Path, Artifact | HarnessError] = {}
+        self._smoke: dict[Path, SmokeRun | HarnessError] = {}
 
     def artifact(self, spec: ModelSpec) -> Artifact:
         key = Path(spec.path).resolve()
         if key not in self._artifacts:
             try:
-                self._artifacts[key] = produce_artifact(spec, self.out_dir)
+                variant = self.variants.get(key)
+                self._artifacts[key] = produce_artifact(spec, self.out_dir, variant)
             except HarnessError as error:
                 self._artifacts[key] = error
         outcome = self._artifacts[key]
+        if isinstance(outcome, HarnessError):
+            raise outcome
+        return outcome
+
+    def smoke(self, spec: ModelSpec) -> SmokeRun:
+        """The model's smoke run: one server, all of its checks, done once."""
+        key = Path(spec.path).resolve()
+        if key not in self._smoke:
+            try:
+                self._smoke[key] = run_smoke(spec, self.artifact(spec))
+            except HarnessError as error:
+                self._smoke[key] = error
+        outcome = self._smoke[key]
         if isinstance(outcome, HarnessError):
             raise outcome
         return outcome

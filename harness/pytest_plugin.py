@@ -16,13 +16,15 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from harness.errors import HarnessError, Location
+from harness.action import select
+from harness.errors import HarnessError, Location, UsageError
 from harness.expect import Check, ModelSpec, evaluate, load_spec
-from harness.pipeline import Pipeline, budgets_of, check_memory, publish_model
+from harness.pipeline import Pipeline, budgets_of, check_memory, estimated_ram, publish_model
 from harness.report import ItemRecord, Report
+from harness.smoke import SmokeRun
 from harness.units import format_size
 
-__all__ = ["BudgetItem", "CheckItem", "ModelFile", "ModelItem"]
+__all__ = ["BudgetItem", "CheckItem", "ModelFile", "ModelItem", "SmokeItem"]
 
 _pipeline_key = pytest.StashKey[Pipeline]()
 _report_key = pytest.StashKey[Report]()
@@ -43,6 +45,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="after the run, publish each model whose every check passed (model.yaml publish:, "
         "default oci:out/published)",
+    )
+    group.addoption(
+        "--only",
+        metavar="NAME[:VARIANT]",
+        help="run one model (and one build variant): a cell of `gguf-harness matrix`",
     )
     group.addoption(
         "--harness-out",
@@ -90,7 +97,7 @@ class ModelFile(pytest.File):
             self.add_marker(mark)
         yield from _tree(self, spec, list(spec.checks), depth=0)
         yield from _budget_items(self, spec)
-        yield from _unavailable(self, spec)
+        yield from _smoke_items(self, spec)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, HarnessError):
@@ -258,19 +265,91 @@ class MemoryGroup(pytest.Collector):
             )
 
 
-class UnavailableItem(ModelItem):
-    """A declared section whose stage this version cannot run: it fails, never passes unseen."""
+class SmokeItem(ModelItem):
+    """One smoke check: a question to the model served as its Cmd says, and what must hold."""
+
+    section = "smoke"
+
+    def __init__(self, *, index: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.index = index
+        self.item_name = self.name
 
     def measure(self) -> Outcome:
-        raise HarnessError(f"{self.label} cannot be checked: this gguf-harness has no such stage")
+        run = self.pipeline.smoke(self.spec)
+        self._record_run(run)
+        result = run.results[self.index]
+        assert self.spec.smoke is not None
+        if result.failures:
+            path = result.failures[0].path
+            self.where = self.spec.smoke.location_of("checks", self.index, *path)
+        detail: tuple[str, ...] = (f"answer: {result.text!r}",) if result.text is not None else ()
+        if not result.passed and result.log_tail:
+            detail += ("server log:", *result.log_tail.splitlines()[-15:])
+        expected = self.spec.smoke.data["checks"][self.index].get("expect")
+        actual = {"text": result.text, **result.measured, "seconds": result.seconds}
+        return Outcome(result.passed, expected, actual, result.message, detail)
+
+    def _record_run(self, run: SmokeRun) -> None:
+        record = self.config.stash[_report_key].model(str(self.spec.path), self.spec.name)
+        if record.run is None and run.measurements is not None:
+            artifact = self.pipeline.artifact(self.spec)
+            record.run = {
+                **asdict(run.measurements),
+                "estimated_ram_bytes": estimated_ram(self.spec, artifact),
+                "command": run.command_line,
+            }
 
 
-def _unavailable(parent: ModelFile, spec: ModelSpec) -> Iterator[pytest.Item]:
-    for section in (spec.smoke,):
-        if section is not None:
-            yield UnavailableItem.from_parent(
-                parent, name=section.name, spec=spec, where=section.location, label=section.name
+class SmokeGroup(pytest.Collector):
+    def __init__(self, *, spec: ModelSpec, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.spec = spec
+
+    def collect(self) -> Iterable[pytest.Item]:
+        smoke = self.spec.smoke
+        assert smoke is not None
+        for index, check in enumerate(smoke.data.get("checks") or []):
+            name = str(check.get("name") or f"check-{index}")
+            marks = check.get("marks") or ()
+            item = SmokeItem.from_parent(
+                self,
+                name=name,
+                spec=self.spec,
+                where=smoke.location_of("checks", index),
+                label=f"smoke.{name}",
+                index=index,
             )
+            for mark in marks:
+                self.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
+                item.add_marker(mark)
+            yield item
+
+
+def _smoke_items(parent: ModelFile, spec: ModelSpec) -> Iterator[pytest.Collector]:
+    if spec.smoke is not None:
+        yield SmokeGroup.from_parent(parent, name="smoke", spec=spec)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    only = config.getoption("--only")
+    if not only:
+        return
+    specs = list(config.stash[_specs_key].values())
+    chosen = select(specs, only)
+    pipeline = config.stash[_pipeline_key]
+    for selected in chosen:
+        if selected.variant is not None:
+            key = Path(selected.spec.path).resolve()
+            if key in pipeline.variants:
+                raise UsageError(f"--only {only}: pick one variant of {selected.spec.name}")
+            pipeline.variants[key] = selected.variant
+    wanted = {str(selected.spec.path) for selected in chosen}
+    keep = [i for i in items if not isinstance(i, ModelItem) or str(i.spec.path) in wanted]
+    dropped = [i for i in items if i not in keep]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 @pytest.hookimpl(wrapper=True)

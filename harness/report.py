@@ -37,6 +37,8 @@ class ModelRecord:
     items: list[ItemRecord] = field(default_factory=list)
     # What publishing did: {"published": bool, "reason": ..., "items": [{reference, digest, ...}]}
     publish: dict[str, Any] | None = None
+    # The smoke server's measured cost next to the estimator's figure for the same settings.
+    run: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:

@@ -130,3 +130,19 @@ def test_estimate_steps_through_gpu_layers(tmp_path: Path) -> None:
     assert [r["offload_layers"] for r in rows] == list(range(rows[-1]["total_layers"] + 1))
     table = run("estimate", str(path))
     assert "FULL" in table.stdout and "VRAM 0" in table.stdout
+
+
+def test_run_dry_run_prints_the_exact_command(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "tiny.gguf")
+    done = run("run", str(path), "--dry-run", "--port", "9999", "--", "-c", "512", "-t", "1")
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.strip().splitlines()
+    assert str(path) in line and "--port 9999" in line and "--n_ctx 512" in line
+    assert "'" not in line and '"' not in line  # the seed passed stray quote characters
+
+
+def test_matrix_lists_every_model(pytestconfig: pytest.Config) -> None:
+    done = run("matrix", str(pytestconfig.rootpath / "models"))
+    assert done.returncode == 0, done.stderr
+    names = sorted(cell["name"] for cell in json.loads(done.stdout)["include"])
+    assert names == ["all-minilm-l6-v2", "smollm2-135m-instruct"]
