@@ -61,6 +61,11 @@ def test_push_pull_list_inspect_remove(
     config = json.loads(run("inspect", ref, env=env).stdout)
     assert config["config"]["Cmd"] == ["-m", "/models/tiny.gguf"]
 
+    # `run` serves a stored model in place, as the seed's `run REF` does.
+    dry = run("run", ref, "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert str(tmp_path / "store") in dry.stdout and "tiny.gguf" in dry.stdout
+
     removed = run("remove", listed[0]["id"].split(":")[1][:12], env=env)
     assert removed.returncode == 0, removed.stderr
     assert json.loads(run("list", "--json", env=env).stdout) == []

@@ -26,6 +26,7 @@ from harness.build import BuildResult, cache_root
 from harness.errors import Location
 from harness.oci import Image, OCIError, SeedConfig, extract, parse_seed_config, read_layout
 from harness.packerfile import cmd_file_args
+from harness.store import Store, StoredModel
 
 from ._errors import SmokeError
 
@@ -154,12 +155,21 @@ def server_command(
     *,
     cache_dir: Path | None = None,
 ) -> ServerCommand:
-    """A command from a BuildResult, a ``*.gguf`` file, or an OCI layout (``DIR[:TAG]``)."""
+    """A command from a BuildResult, a ``*.gguf`` file, an OCI layout (``DIR[:TAG]``), or a
+    model in the local store (its reference or ID), as the seed's ``run`` takes one."""
     if isinstance(image, BuildResult):
         return ServerCommand.from_build(image, extra_args, cache_dir=cache_dir)
     if os.fspath(image).endswith(".gguf") and Path(image).is_file():
         return ServerCommand.from_gguf(image, extra_args)
+    if not Path(os.fspath(image).rsplit(":", 1)[0]).exists() and not Path(image).exists():
+        return from_stored(Store().get(os.fspath(image)), extra_args)
     return ServerCommand.from_layout(image, None, extra_args, cache_dir=cache_dir)
+
+
+def from_stored(model: StoredModel, extra: Sequence[str] = ()) -> ServerCommand:
+    """A stored model: its files are already unpacked, in place, under ``model.root``."""
+    seed = parse_seed_config(model.config, model.reference)
+    return _command(model.reference, seed, model.root, extra, model.manifest_digest)
 
 
 def _command(
