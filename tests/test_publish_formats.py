@@ -153,14 +153,23 @@ def test_evidence_from_the_harness_report() -> None:
     record.items += [
         ItemRecord("a::expect::arch", "expect", "arch", "model.yaml:3", "passed", 0.1),
         ItemRecord(
-            "a::memory::8g", "memory", "8GiB", "model.yaml:9", "passed", 0.2, actual="1 GiB"
+            "a::memory::8g",
+            "memory",
+            "8GiB",
+            "model.yaml:9",
+            "passed",
+            0.2,
+            actual={"GPU0": 1 << 30, "estimate": {"arch": "llama"}},
+            message="8GiB: fits: GPU0 1.00 GiB of 8.00 GiB",
         ),
         ItemRecord("a::smoke::chat", "smoke", "chat", "model.yaml:12", "passed", 3.0),
     ]
     raw = json.dumps(report.to_json()).encode()
     evidence = Evidence.from_report(report.to_json(), "tiny", raw)
     assert evidence.passed and evidence.checks == 3 and evidence.smoke == "passed"
-    assert evidence.memory == {"8GiB": "1 GiB"} and evidence.report == raw
+    # The one-line verdict, not the whole estimate, goes into the annotations.
+    assert evidence.memory == {"8GiB": "8GiB: fits: GPU0 1.00 GiB of 8.00 GiB"}
+    assert evidence.report == raw
     record.items.append(ItemRecord("a::smoke::x", "smoke", "x", "model.yaml:14", "skipped", 0))
     evidence = Evidence.from_report(report.to_json(), "models/tiny/model.yaml")
     assert not evidence.passed and evidence.failures == ("a::smoke::x",)
