@@ -9,4 +9,4 @@ ruff check harness tests benchmarks
 ruff format --check harness tests benchmarks
 mypy
 pytest tests "$@"
-gguf-harness test models/
+gguf-harness test models/ --publish --harness-report out/report.json
