@@ -193,11 +193,12 @@ def publish_model(
     if artifact.image is None:
         return PublishResult(False, "not published: a bare GGUF source has no image to publish")
     section = spec.publish.data if spec.publish is not None else None
-    variant = Path(artifact.image).name if artifact.image else spec.name
+    name = Path(artifact.image).name if artifact.image else spec.name
+    # A registry the Action (or the user) names for models whose model.yaml names none.
+    registry = os.environ.get("GGUF_HARNESS_REGISTRY", "").rstrip("/")
+    default = f"{registry}/{spec.name}" if registry else f"{DEFAULT_PUBLISH_TARGET}/{name}"
     target = PublishSpec.from_section(
-        section,
-        spec.build.args_for(_variant_named(spec, artifact.tag)),
-        default_target=f"{DEFAULT_PUBLISH_TARGET}/{variant}",
+        section, spec.build.args_for(_variant_named(spec, artifact.tag)), default_target=default
     )
     evidence = Evidence.from_report(report, str(spec.path), raw_report)
     evidence = replace(evidence, llama_cpp=llama_cpp_build().label)

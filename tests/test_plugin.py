@@ -11,6 +11,8 @@ import gguf
 import numpy as np
 import pytest
 
+from tests.services import Registry
+
 
 def write_gguf(path: Path, *, arch: str = "llama", name: str = "Tiny Test") -> Path:
     """A small but complete GGUF: two tensors, a chat template, a file type."""
@@ -259,3 +261,22 @@ def test_publish_pushes_only_models_whose_every_item_passed(
     models = {m["name"]: m for m in json.loads(report_path.read_text())["models"]}
     assert models["good"]["publish"]["published"] is True
     assert models["bad"]["publish"]["published"] is False
+
+
+@pytest.mark.component("registry")
+def test_publish_goes_to_the_registry_the_action_names(
+    tiny: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, registry: Registry
+) -> None:
+    monkeypatch.setenv("GGUF_HARNESS_CACHE", str(tiny.path / "cache"))
+    monkeypatch.setenv("GGUF_HARNESS_REGISTRY", f"{registry.host}/models/")
+    (tiny.path / "GGUFPackerfile").write_text(
+        'FROM scratch\nCOPY tiny.gguf /models/\nCMD ["-m", "/models/tiny.gguf"]\n'
+    )
+    (tiny.path / "model.yaml").write_text(
+        "schemaVersion: 1\nname: tiny\nexpect:\n  architecture: llama\n"
+    )
+    result = tiny.runpytest("--publish")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([f"tiny: {registry.host}/models/tiny:latest sha256:* (pushed)"])
+    status, _headers, body = registry.request("/v2/models/tiny/tags/list")
+    assert status == 200 and json.loads(body)["tags"] == ["latest"]
