@@ -256,8 +256,14 @@ def test_publish_pushes_only_models_whose_every_item_passed(
             "bad: not published: 1 of 1 checks did not pass (bad/model.yaml::expect::architecture)",
         ]
     )
-    assert (tiny.path / "out" / "published" / "good" / "index.json").is_file()
+    index = tiny.path / "out" / "published" / "good" / "index.json"
+    assert index.is_file()
     assert not (tiny.path / "out" / "published" / "bad").exists()
+    # Publishing the unchanged model again writes nothing.
+    before = index.stat().st_ino
+    again = tiny.runpytest("--publish")
+    again.stdout.fnmatch_lines(["good: oci:out/published/good:latest sha256:* (unchanged)"])
+    assert index.stat().st_ino == before
     models = {m["name"]: m for m in json.loads(report_path.read_text())["models"]}
     assert models["good"]["publish"]["published"] is True
     assert models["bad"]["publish"]["published"] is False

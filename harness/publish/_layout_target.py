@@ -6,11 +6,12 @@ referrers API: an index tagged ``sha256-<hex>`` of the subject lists the report'
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
 from harness.distribution import Artifact, fallback_tag, referrer_artifact
-from harness.oci import OCI_INDEX, Descriptor, LayoutWriter, canonical_json
+from harness.oci import OCI_INDEX, REF_NAME, Descriptor, LayoutWriter, canonical_json
 
 from ._evidence import Evidence
 from ._spec import Published, PublishSpec, tag_for
@@ -25,6 +26,19 @@ def write_layout_target(
     evidence: Evidence,
     report_type: str,
 ) -> list[Published]:
+    wanted = {
+        tag_for(tag, fmt, spec.formats): artifact.digest
+        for fmt, artifact in artifacts.items()
+        for tag in spec.tags
+    }
+    existing = _tags(directory)
+    if wanted and all(existing.get(name) == digest for name, digest in wanted.items()):
+        # Already published exactly so: write nothing, as a registry that has it sends nothing.
+        return [
+            Published(f"oci:{directory}:{name}", fmt, artifact.digest, 0, False, "kept")
+            for fmt, artifact in artifacts.items()
+            for name in (tag_for(tag, fmt, spec.formats) for tag in spec.tags)
+        ]
     items: list[Published] = []
     with LayoutWriter(directory) as writer:
         for fmt, artifact in artifacts.items():
@@ -53,6 +67,19 @@ def write_layout_target(
                     for i in items
                 ]
     return items
+
+
+def _tags(directory: Path) -> dict[str, str]:
+    """ref name -> manifest digest of a layout already there (empty when there is none)."""
+    try:
+        index = json.loads((directory / "index.json").read_text())
+        return {
+            m["annotations"][REF_NAME]: m["digest"]
+            for m in index.get("manifests", [])
+            if REF_NAME in (m.get("annotations") or {})
+        }
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return {}
 
 
 def _add(writer: LayoutWriter, artifact: Artifact) -> Descriptor:
