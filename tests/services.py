@@ -571,3 +571,27 @@ def registry_factory(tmp_path: Path) -> Iterator[Callable[..., Registry]]:
                 pytest.fail(str(error), pytrace=False)
 
         yield start
+
+
+@pytest.fixture
+def no_user_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's docker logins and tokens stay out of a test (and its registries)."""
+    for name in (
+        "GGUF_HARNESS_REGISTRY_TOKEN",
+        "GGUF_HARNESS_REGISTRY_USERNAME",
+        "GGUF_HARNESS_REGISTRY_PASSWORD",
+        "GITHUB_TOKEN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
+
+
+def skopeo(*args: str) -> str:
+    binary = shutil.which("skopeo")
+    if binary is None:
+        pytest.skip("skopeo is not installed (scripts/setup.sh installs it)")
+    done = subprocess.run(
+        [binary, "--insecure-policy", *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"skopeo {' '.join(args)} failed:\n{done.stderr}"
+    return done.stdout

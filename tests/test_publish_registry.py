@@ -35,24 +35,15 @@ from harness.store import Store
 from tests.gguf_files import smollm2_path, write_model
 from tests.services import Registry
 
-pytestmark = [pytest.mark.component("registry"), pytest.mark.component("skopeo")]
+pytestmark = [
+    pytest.mark.component("registry"),
+    pytest.mark.component("skopeo"),
+    pytest.mark.usefixtures("no_user_credentials"),
+]
 
 PLAIN = RegistryOptions(insecure=True)
 FORMATS = ("gguf-packer", "modelpack", "docker-model-runner")
 _WRITES = re.compile(r'"(PUT|PATCH|POST|DELETE) /v2/')
-
-
-@pytest.fixture(autouse=True)
-def _no_user_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The developer's docker logins and tokens stay out of these tests (and their registries)."""
-    for name in (
-        "GGUF_HARNESS_REGISTRY_TOKEN",
-        "GGUF_HARNESS_REGISTRY_USERNAME",
-        "GGUF_HARNESS_REGISTRY_PASSWORD",
-        "GITHUB_TOKEN",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
 
 
 def skopeo_raw(ref: str) -> dict[str, object]:

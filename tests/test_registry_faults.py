@@ -41,22 +41,9 @@ from harness.oci import LayerEntry, LayoutWriter
 from harness.store import Store, UnsafeLayerError
 from tests.services import Registry, registry_missing, start_registry
 
-pytestmark = pytest.mark.component("registry")
+pytestmark = [pytest.mark.component("registry"), pytest.mark.usefixtures("no_user_credentials")]
 
 FAST = RetryPolicy(attempts=3, backoff=0.05, max_wait=0.2)
-
-
-@pytest.fixture(autouse=True)
-def _no_user_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The developer's docker logins and tokens stay out of these tests (and their registries)."""
-    for name in (
-        "GGUF_HARNESS_REGISTRY_TOKEN",
-        "GGUF_HARNESS_REGISTRY_USERNAME",
-        "GGUF_HARNESS_REGISTRY_PASSWORD",
-        "GITHUB_TOKEN",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
 
 
 SECRET = "bearer-secret-not-for-logs"

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -29,35 +27,15 @@ from harness.distribution import (
 from harness.oci import OCI_INDEX, LayerEntry, LayoutWriter, canonical_json, read_layout
 from harness.store import Store
 from tests.gguf_files import write_model
-from tests.services import Registry
+from tests.services import Registry, skopeo
 
-pytestmark = [pytest.mark.component("registry"), pytest.mark.component("skopeo")]
+pytestmark = [
+    pytest.mark.component("registry"),
+    pytest.mark.component("skopeo"),
+    pytest.mark.usefixtures("no_user_credentials"),
+]
 
 PLAIN = RegistryOptions(insecure=True)
-
-
-@pytest.fixture(autouse=True)
-def _no_user_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The developer's docker logins and tokens stay out of these tests (and their registries)."""
-    for name in (
-        "GGUF_HARNESS_REGISTRY_TOKEN",
-        "GGUF_HARNESS_REGISTRY_USERNAME",
-        "GGUF_HARNESS_REGISTRY_PASSWORD",
-        "GITHUB_TOKEN",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
-
-
-def skopeo(*args: str) -> str:
-    binary = shutil.which("skopeo")
-    if binary is None:
-        pytest.skip("skopeo is not installed (scripts/setup.sh installs it)")
-    done = subprocess.run(
-        [binary, "--insecure-policy", *args], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, f"skopeo {' '.join(args)} failed:\n{done.stderr}"
-    return done.stdout
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,33 +24,13 @@ from harness.distribution import (
 )
 from harness.oci import LayerEntry, LayoutWriter
 from harness.store import Store
-from tests.services import Registry
+from tests.services import Registry, skopeo
 
-pytestmark = [pytest.mark.component("registry"), pytest.mark.component("skopeo")]
-
-
-@pytest.fixture(autouse=True)
-def _no_user_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The developer's docker logins and tokens stay out of these tests (and their registries)."""
-    for name in (
-        "GGUF_HARNESS_REGISTRY_TOKEN",
-        "GGUF_HARNESS_REGISTRY_USERNAME",
-        "GGUF_HARNESS_REGISTRY_PASSWORD",
-        "GITHUB_TOKEN",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
-
-
-def skopeo(*args: str) -> str:
-    binary = shutil.which("skopeo")
-    if binary is None:
-        pytest.skip("skopeo is not installed (scripts/setup.sh installs it)")
-    done = subprocess.run(
-        [binary, "--insecure-policy", *args], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, f"skopeo {' '.join(args)} failed:\n{done.stderr}"
-    return done.stdout
+pytestmark = [
+    pytest.mark.component("registry"),
+    pytest.mark.component("skopeo"),
+    pytest.mark.usefixtures("no_user_credentials"),
+]
 
 
 @pytest.fixture
