@@ -22,7 +22,7 @@ from pathlib import Path
 from harness.build._errors import BuildError
 from harness.errors import Location
 
-__all__ = ["download", "git_clone", "is_git_url", "is_http_url", "url_basename"]
+__all__ = ["download", "git_clone", "url_basename"]
 
 _CHUNK = 1 << 20
 # Requests per download before an interrupted one is left for the next build to resume.
@@ -30,20 +30,6 @@ _ATTEMPTS = 3
 _ALGORITHMS = {"sha256", "sha384", "sha512"}
 
 Progress = Callable[[int, int | None], None]
-
-
-def is_http_url(text: str) -> bool:
-    return text.startswith(("http://", "https://"))
-
-
-def is_git_url(text: str) -> bool:
-    """Docker's rule: a git@ or git:// address, or an http(s) URL whose path ends in .git."""
-    if text.startswith(("git@", "git://")):
-        return True
-    if is_http_url(text):
-        path = urllib.parse.urlsplit(text).path
-        return path.endswith(".git")
-    return False
 
 
 def url_basename(url: str) -> str:

@@ -18,7 +18,7 @@ from typing import Literal
 
 from harness.build._cache import StepCache, step_key
 from harness.build._errors import BuildError
-from harness.build._fetch import download, git_clone, is_git_url, is_http_url, url_basename
+from harness.build._fetch import download, git_clone, url_basename
 from harness.build._sources import DirectorySource, Match, Source, TreeSource
 from harness.build._store import ContentStore
 from harness.build._tree import Node, Tree, clean_path, join
@@ -35,6 +35,8 @@ from harness.packerfile import (
     Label,
     Quantize,
     StageRef,
+    is_git_source,
+    is_http_source,
 )
 from harness.toolchain import convert, llama_cpp_build, quantize
 
@@ -148,9 +150,9 @@ class Steps:
         matches: list[Match] = []
         context = self.source_for(StageRef("context", "context"), state, inst.location)
         for src in inst.sources:
-            if is_git_url(src):
+            if is_git_source(src):
                 matches.append(self._git(src, inst))
-            elif is_http_url(src):
+            elif is_http_source(src):
                 matches.append(self._http(src, inst))
             else:
                 for match in context.matches(src, inst.exclude, inst.location):

@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.oci import OCI_MANIFEST, REF_NAME, Descriptor, canonical_json
+from harness.oci import (
+    OCI_MANIFEST,
+    REF_NAME,
+    Descriptor,
+    OCIError,
+    blob_path,
+    canonical_json,
+    check_blob_size,
+)
 
 from ._errors import RegistryError
 from ._transfer import BlobSource
@@ -145,7 +153,7 @@ def parse_descriptor(value: Any, key: str, where: str) -> Descriptor:
 def _from_blob(root: Path, descriptor: Descriptor, depth: int) -> Artifact:
     if depth > 3:
         raise RegistryError("indexes nested too deeply", str(root))
-    path = _blob_path(root, descriptor.digest)
+    path = blob_path(root, descriptor.digest)
     data = _read(path, _MAX_JSON)
     actual = "sha256:" + hashlib.sha256(data).hexdigest()
     if actual != descriptor.digest or len(data) != descriptor.size:
@@ -165,23 +173,13 @@ def _from_blob(root: Path, descriptor: Descriptor, depth: int) -> Artifact:
     items += [(f"layers[{i}]", item) for i, item in enumerate(document.get("layers") or [])]
     for key, item in items:
         blob = parse_descriptor(item, key, str(path))
-        blob_path = _blob_path(root, blob.digest)
+        where = blob_path(root, blob.digest)
         try:
-            size = blob_path.stat().st_size
-        except OSError:
-            raise RegistryError(f"{key}: blob {blob.digest} is missing", str(root)) from None
-        if size != blob.size:
-            raise RegistryError(
-                f"{key}: blob {blob.digest} is {size} bytes, its descriptor says {blob.size}",
-                str(root),
-            )
-        blobs[blob.digest] = (blob, blob_path)
+            check_blob_size(where, blob)
+        except OCIError as error:
+            raise RegistryError(f"{key}: {error.message}", str(root)) from None
+        blobs[blob.digest] = (blob, where)
     return Artifact(media_type, data, blobs, (), artifact_type)
-
-
-def _blob_path(root: Path, digest: str) -> Path:
-    algorithm, hex_digest = digest.split(":", 1)
-    return root / "blobs" / algorithm / hex_digest
 
 
 def _read(path: Path, limit: int) -> bytes:

@@ -11,7 +11,7 @@ the seed's consumer reads it.
 from ._errors import OCIError
 from ._extract import ImageFile, extract, files
 from ._layer import COMPRESSIONS, Layer, LayerEntry, LayerStats, default_mtime, write_layer
-from ._layout import Image, LayoutWriter, read_layout
+from ._layout import Image, LayoutWriter, blob_path, check_blob_size, read_layout
 from ._media import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
@@ -66,7 +66,9 @@ __all__ = [
     "OCIError",
     "SeedConfig",
     "SeedEntry",
+    "blob_path",
     "canonical_json",
+    "check_blob_size",
     "default_mtime",
     "derived_labels",
     "extract",

@@ -37,7 +37,7 @@ from ._media import (
     check_digest,
 )
 
-__all__ = ["Image", "LayoutWriter", "read_layout"]
+__all__ = ["Image", "LayoutWriter", "blob_path", "check_blob_size", "read_layout"]
 
 _LAYOUT_FILE = "oci-layout"
 _LAYOUT_VERSION = "1.0.0"
@@ -354,7 +354,7 @@ class Image:
 
     def blob_path(self, digest: str) -> Path:
         """Where the blob with ``digest`` lives in the layout (it may be absent)."""
-        return _blob_path(self.root, check_digest(digest))
+        return blob_path(self.root, check_digest(digest))
 
     @property
     def labels(self) -> dict[str, str]:
@@ -393,7 +393,7 @@ def read_layout(
     for _ in range(_MAX_NESTING):
         if chosen.media_type not in INDEXES:
             break
-        blob = _blob_path(root, chosen.digest)
+        blob = blob_path(root, chosen.digest)
         nested = _load_json(_read_blob(root, chosen), blob)
         chosen = _choose_platform(_manifest_list(nested, blob), platform, blob)
     else:
@@ -431,9 +431,9 @@ def _read_image(root: Path, descriptor: Descriptor, ref_name: str | None) -> Ima
     if descriptor.media_type not in IMAGE_MANIFESTS:
         raise OCIError(
             f"{descriptor.digest} is a {descriptor.media_type!r}, not an image manifest",
-            Location(_blob_path(root, descriptor.digest)),
+            Location(blob_path(root, descriptor.digest)),
         )
-    manifest_path = _blob_path(root, descriptor.digest)
+    manifest_path = blob_path(root, descriptor.digest)
     manifest = _load_json(_read_blob(root, descriptor), manifest_path)
     if not isinstance(manifest, dict):
         raise OCIError("manifest is not a JSON object", Location(manifest_path))
@@ -452,7 +452,7 @@ def _read_image(root: Path, descriptor: Descriptor, ref_name: str | None) -> Ima
         _descriptor(item, f"layers[{i}]", manifest_path) for i, item in enumerate(raw_layers)
     )
     config: Mapping[str, Any] = {}
-    config_path = _blob_path(root, config_descriptor.digest)
+    config_path = blob_path(root, config_descriptor.digest)
     raw_config = _read_blob(root, config_descriptor)
     if config_descriptor.media_type.endswith("json"):
         loaded = _load_json(raw_config, config_path)
@@ -541,7 +541,8 @@ def _descriptor(value: Any, key: str, path: Path) -> Descriptor:
     )
 
 
-def _blob_path(root: Path, digest: str) -> Path:
+def blob_path(root: Path, digest: str) -> Path:
+    """Where a layout at ``root`` keeps the blob with ``digest``."""
     algorithm, hex_digest = digest.split(":", 1)
     return root / "blobs" / algorithm / hex_digest
 
@@ -559,7 +560,7 @@ def _read_file(path: Path) -> bytes:
 
 def _read_blob(root: Path, descriptor: Descriptor) -> bytes:
     """A small blob's bytes after checking its size and digest against ``descriptor``."""
-    path = _blob_path(root, descriptor.digest)
+    path = blob_path(root, descriptor.digest)
     if descriptor.size > _MAX_JSON:
         raise OCIError(f"blob claims {descriptor.size} bytes; too large to read", Location(path))
     check_blob_size(path, descriptor)
