@@ -389,7 +389,7 @@ def _record(item: ModelItem, report: pytest.TestReport) -> None:
     )
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     report = config.stash[_report_key]
     publishing = config.getoption("--publish") and not config.getoption("collectonly")

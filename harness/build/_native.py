@@ -41,6 +41,8 @@ from harness.oci import (
 from harness.packerfile import (
     BuildPlan,
     Cmd,
+    Convert,
+    Quantize,
     StageRef,
     cmd_roles,
     find_packerfile,
@@ -136,7 +138,7 @@ class _Builder:
             for inst in stage.instructions:
                 state = steps.run(inst, state)
             self.states[stage.index] = state
-        self.used_llama_cpp = self.cache.hits + self.cache.misses > 0 and _ran_tools(build_plan)
+        self.used_llama_cpp = _ran_tools(build_plan)
         return state
 
     def _base(self, ref: StageRef | None, where: Location) -> StageState:
@@ -293,8 +295,7 @@ def _first(entries: list[tuple[dict[str, Any], int]] | None) -> dict[str, Any] |
 
 
 def _ran_tools(build_plan: BuildPlan) -> bool:
-    from harness.packerfile import Convert, Quantize
-
+    """Whether llama.cpp made this image's files (CONVERT or QUANTIZE in the lineage)."""
     return any(isinstance(i, Convert | Quantize) for s in build_plan.stages for i in s.instructions)
 
 
