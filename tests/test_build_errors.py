@@ -315,6 +315,13 @@ CASES: list[tuple[str, str, Setup | None, int, str]] = [
         "f16.gguf: no such file in the source of this step",
     ),
     (
+        "quantize-already-quantized",
+        "FROM scratch\nCOPY model.gguf src.gguf\nQUANTIZE --type=Q4_K_M src.gguf q.gguf\n" + MODEL,
+        None,
+        3,
+        r"QUANTIZE src\.gguf is already quantized \(Q8_0\): add --allow-requantize",
+    ),
+    (
         "convert-missing-directory",
         "FROM scratch\nCONVERT --type=F16 hf-model model.F16.gguf\n" + MODEL,
         None,
@@ -488,3 +495,21 @@ def test_an_unpacked_tar_lands_in_the_destination(tmp_path: Path, model_gguf: by
     image = read_layout(tmp_path / "out")
     assert sorted(files(image)) == sorted(["/app", "/app/sub", "/app/sub/file.txt", "/model.gguf"])
     assert extract(image, "/app/sub/file.txt", tmp_path / "file.txt").read_bytes() == b"abc"
+
+
+@pytest.mark.component("llama.cpp")
+def test_allow_requantize_quantizes_a_quantized_file(tmp_path: Path, model_gguf: bytes) -> None:
+    context = _context(
+        tmp_path,
+        "FROM scratch\nCOPY model.gguf src.gguf\n"
+        "QUANTIZE --allow-requantize --type=Q4_0 src.gguf /q.gguf\n"
+        'CMD ["-m", "/q.gguf"]\n',
+        None,
+        model_gguf,
+    )
+    build(BuildOptions(context=context, output=tmp_path / "out"))
+    image = read_layout(tmp_path / "out")
+    out = extract(image, "/q.gguf", tmp_path / "q.gguf")
+    from harness.gguf import read_facts
+
+    assert read_facts(out).file_type == "Q4_0"

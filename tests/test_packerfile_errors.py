@@ -325,7 +325,21 @@ def test_cmd_first_argument_must_be_a_flag() -> None:
 def test_cmd_role_flag_without_its_value() -> None:
     found = problem('FROM scratch\nCMD ["-m", "x.gguf", "--lora-scaled", "a.gguf"]\n')
     assert (found.code, at(found)) == ("cmd-value", "2:22")
-    assert found.message == "CMD: --lora-scaled needs two values: PATH SCALE"
+    assert found.message == "CMD: --lora-scaled takes FNAME:SCALE"
+
+
+def test_cmd_the_seeds_two_value_lora_scaled_is_refused_with_the_new_spelling() -> None:
+    found = problem('FROM scratch\nCMD ["-m", "x.gguf", "--lora-scaled", "a.gguf", "0.5"]\n')
+    assert found.code == "cmd-value"
+    assert found.message == (
+        "CMD: --lora-scaled a.gguf 0.5: this llama-server takes --lora-scaled a.gguf:0.5"
+    )
+
+
+def test_cmd_an_option_llama_server_does_not_have() -> None:
+    found = problem('FROM scratch\nCMD ["-m", "x.gguf", "--ctx-size=8192"]\n')
+    assert found.code == "cmd-value"
+    assert "write --ctx-size 8192 as two arguments" in found.message
 
 
 def test_cmd_without_the_main_model() -> None:

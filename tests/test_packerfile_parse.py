@@ -313,9 +313,9 @@ def test_cmd_roles_point_at_the_path_index() -> None:
         "-md", "draft.gguf",
         "--mmproj", "proj.gguf",
         "--lora", "a.gguf",
-        "--lora-scaled", "b.gguf", "0.5",
+        "--lora-scaled", "b.gguf:0.5",  # FNAME:SCALE: the seed's PATH SCALE is refused now
         "--control-vector", "cv.gguf",
-        "--control-vector-scaled", "cv2.gguf", "0.8",
+        "--control-vector-scaled", "cv2.gguf:0.8",
     ]  # fmt: skip
     assert cmd_roles(args) == [
         Role("model", "-m", "main.gguf", 3),
@@ -323,8 +323,8 @@ def test_cmd_roles_point_at_the_path_index() -> None:
         Role("projector", "--mmproj", "proj.gguf", 7),
         Role("adapter", "--lora", "a.gguf", 9),
         Role("adapter", "--lora-scaled", "b.gguf", 11, "0.5"),
-        Role("adapter", "--control-vector", "cv.gguf", 14),
-        Role("adapter", "--control-vector-scaled", "cv2.gguf", 16, "0.8"),
+        Role("adapter", "--control-vector", "cv.gguf", 13),
+        Role("adapter", "--control-vector-scaled", "cv2.gguf", 15, "0.8"),
     ]
 
 

@@ -166,7 +166,6 @@ name: smollm2
 source:
   gguf: {smollm2.submodule_search_locations[0]}/SmolLM2-135M-Instruct.Q4_1.gguf
 smoke:
-  server_args: ["--no-repack"]
   checks:
     - name: paris
       kind: chat
@@ -187,7 +186,7 @@ smoke:
     result = pytester.runpytest("-rN", f"--harness-report={report_path}")
     result.assert_outcomes(passed=1, failed=1)
     # The failing item points at the expectation that did not hold, not at the check.
-    result.stdout.fnmatch_lines(["model.yaml:20:9: smoke.rome: *", "*answer: *Paris*"])
+    result.stdout.fnmatch_lines(["model.yaml:19:9: smoke.rome: *", "*answer: *Paris*"])
     (model,) = json.loads(report_path.read_text())["models"]
     assert model["run"]["peak_rss_bytes"] > 0
     assert model["run"]["estimated_ram_bytes"] > 0

@@ -155,8 +155,8 @@ def test_translation_table() -> None:
     args = translate_for_llama_cpp_python(
         ["-m", "/m.gguf", "-c", "4096", "-b", "256", "-ub", "128", "-np", "1", "-ngl", "all",
          "--flash-attn", "on", "--embedding", "--pooling", "mean", "--lora", "/a.gguf",
-         "--chat-template", "chatml", "-tb", "2", "--ctx-size=512", "--jinja", "--seed", "7",
-         "-ctk", "q8_0", "--no-mmap", "--override-kv", "a.b=int:3"]
+         "--chat-template", "chatml", "-tb", "2", "--ctx-size", "512", "--jinja", "--seed", "7",
+         "-ctk", "q8_0", "-lm", "none", "--override-kv", "a.b=int:3"]
     ).args  # fmt: skip
     assert args == (
         "--model", "/m.gguf", "--n_ctx", "4096", "--n_batch", "256", "--n_ubatch", "128",
@@ -165,7 +165,7 @@ def test_translation_table() -> None:
         "--type_k", "8", "--use_mmap", "false", "--n_threads_batch", "2",
         "--kv_overrides", "a.b=int:3", "--chat_format", "chatml", "--logits_all", "false",
     )  # fmt: skip
-    bare = translate_for_llama_cpp_python(["-m", "/m.gguf", "--flash-attn", "-t", "3"]).args
+    bare = translate_for_llama_cpp_python(["-m", "/m.gguf", "--flash-attn", "on", "-t", "3"]).args
     assert bare[2:10] == (
         "--flash_attn", "true", "--n_ctx", "0", "--n_threads", "3", "--n_threads_batch", "3",
     )  # fmt: skip
@@ -181,6 +181,17 @@ def test_unsupported_flags_are_named_all_at_once() -> None:
     for flag in ("-md", "--mmproj", "-np 4", "--control-vector", "a second adapter", "--n-predict"):
         assert flag in message
     assert "--by llama-server" in message
+
+
+def test_what_llama_server_refuses_the_translation_refuses() -> None:
+    # the bare -fa of older llama-servers, and --flag=value, which llama-server never read
+    for argv, words in (
+        (["-m", "/m.gguf", "-fa"], "-fa needs a value"),
+        (["-m", "/m.gguf", "--ctx-size=512"], "write --ctx-size 512 as two arguments"),
+        (["-m", "/m.gguf", "--no-mmap"], "'--no-mmap' is not a llama-server option"),
+    ):
+        with pytest.raises(SmokeError, match=words):
+            translate_for_llama_cpp_python(argv)
 
 
 def test_docker_container_config(command: ServerCommand) -> None:
@@ -205,14 +216,22 @@ def test_runner_choice(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fake.chmod(0o755)
     monkeypatch.setenv("GGUF_HARNESS_LLAMA_SERVER", str(fake))
     assert runner_for().name == "llama-server"
+    assert LlamaServerRunner().binary() == str(fake)
     monkeypatch.delenv("GGUF_HARNESS_LLAMA_SERVER")
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert runner_for().name == "llama-cpp-python"  # the automatic default after set-up
+    # llama-server is the default whatever is installed: never a stand-in chosen silently
+    assert runner_for().name == "llama-server"
     monkeypatch.setenv("GGUF_HARNESS_RUNNER", "docker")
     assert runner_for().name == "docker"
+    monkeypatch.setenv("GGUF_HARNESS_RUNNER", "llama-cpp-python")
+    assert runner_for().name == "llama-cpp-python"
     with pytest.raises(SmokeError, match="unknown runner 'podman'"):
         runner_for("podman")
-    with pytest.raises(SmokeError, match="no llama-server: put it on PATH or set"):
+    # no toolchain build (none linked into llama-cpp-python, none cached): say how to get one
+    from harness.toolchain import _programs
+
+    monkeypatch.setattr(_programs, "_linked_build", lambda: None)
+    monkeypatch.setenv("GGUF_HARNESS_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(SmokeError, match=r"llama-server is not built: run scripts/setup\.sh"):
         runner_for("llama-server").check()
     assert LlamaCppPythonRunner(sys.executable).python == sys.executable
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from harness.smoke import (
-    LlamaCppPythonRunner,
     Server,
     ServerCommand,
     SmokeCheck,
     SmokeError,
     run_check,
+    runner_for,
     start,
 )
 from harness.toolchain import ToolchainError, convert
@@ -25,8 +25,7 @@ from tests.models import minilm_dir, missing_converter_modules
 
 pytestmark = pytest.mark.component("llama.cpp")
 
-# --no-repack: see tests/test_smoke_llama.py.
-SERVER_ARGS = ["--embedding", "--pooling", "mean", "--no-repack"]
+SERVER_ARGS = ["--embedding", "--pooling", "mean"]
 CAT = "The cat sits on the mat."
 PARAPHRASE = "A cat is sitting on a mat."
 UNRELATED = "Quantum chromodynamics describes the strong nuclear force."
@@ -46,9 +45,11 @@ def minilm_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
         pytest.skip(str(error))
 
 
-@pytest.fixture(scope="module")
-def server(minilm_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    runner = LlamaCppPythonRunner()
+@pytest.fixture(scope="module", params=["llama-server", "llama-cpp-python"])
+def server(
+    minilm_gguf: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    runner = runner_for(request.param)
     try:
         runner.check()
     except SmokeError as error:

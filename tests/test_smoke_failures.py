@@ -23,11 +23,12 @@ from harness.build import BuildOptions, build
 from harness.gguf import read_header
 from harness.oci import LayerEntry, LayoutWriter, gguf_entry, image_config, seed_config
 from harness.smoke import (
-    LlamaCppPythonRunner,
+    Runner,
     ServerCommand,
     SmokeCheck,
     SmokeError,
     run_check,
+    runner_for,
     smoke,
     start,
 )
@@ -36,7 +37,7 @@ from tests.gguf_files import smollm2_path
 
 pytestmark = pytest.mark.component("llama.cpp")
 
-SERVER_ARGS = ["--no-repack"]  # see tests/test_smoke_llama.py
+SERVER_ARGS: list[str] = []
 PARIS = SmokeCheck.from_mapping(
     {"name": "paris", "system": "Answer in one sentence.",
      "prompt": "What is the capital of France?", "expect": {"regex": "Paris"}}
@@ -51,11 +52,9 @@ def gguf() -> Path:
     return found
 
 
-@pytest.fixture(scope="module")
-def runner() -> LlamaCppPythonRunner:
-    # Named, not automatic: with GGUF_HARNESS_LLAMA_SERVER set the default would be
-    # llama-server, whose words for the same failures differ (tests/test_smoke_llama_server.py).
-    found = LlamaCppPythonRunner()
+@pytest.fixture(scope="module", params=["llama-server", "llama-cpp-python"])
+def runner(request: pytest.FixtureRequest) -> Runner:
+    found = runner_for(request.param)
     try:
         found.check()
     except SmokeError as error:
@@ -92,7 +91,7 @@ def truncated_image(gguf: Path, layout: Path) -> None:
 
 
 def test_a_truncated_gguf_fails_every_check_with_llama_cpps_error(
-    gguf: Path, runner: LlamaCppPythonRunner, tmp_path: Path
+    gguf: Path, runner: Runner, tmp_path: Path
 ) -> None:
     truncated_image(gguf, tmp_path / "layout")
     command = ServerCommand.from_layout(
@@ -105,11 +104,11 @@ def test_a_truncated_gguf_fails_every_check_with_llama_cpps_error(
     words = "data is not within the file bounds, model is corrupted or incomplete"
     for result in run.results:
         assert not result.passed
-        assert result.message.startswith("paris: the server did not start: llama-cpp-python")
+        assert result.message.startswith(f"paris: the server did not start: {runner.name}")
         assert words in result.message and words in result.log_tail
 
 
-def test_a_gguf_with_a_bad_magic(gguf: Path, runner: LlamaCppPythonRunner, tmp_path: Path) -> None:
+def test_a_gguf_with_a_bad_magic(gguf: Path, runner: Runner, tmp_path: Path) -> None:
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"GGUX" + gguf.read_bytes()[4:1_000_000])
     run = smoke(ServerCommand.from_gguf(bad, SERVER_ARGS), [PARIS], runner, threads=1)
@@ -117,9 +116,7 @@ def test_a_gguf_with_a_bad_magic(gguf: Path, runner: LlamaCppPythonRunner, tmp_p
     assert "invalid magic characters: 'GGUX', expected 'GGUF'" in result.message
 
 
-def test_a_chat_template_that_does_not_compile(
-    gguf: Path, runner: LlamaCppPythonRunner, tmp_path: Path
-) -> None:
+def test_a_chat_template_that_does_not_compile(gguf: Path, runner: Runner, tmp_path: Path) -> None:
     packerfile = (
         "FROM scratch\n"
         "COPY --from=models SmolLM2-135M-Instruct.Q4_1.gguf /models/\n"
@@ -131,11 +128,16 @@ def test_a_chat_template_that_does_not_compile(
     run = smoke(command, [PARIS], runner, threads=1)
     (result,) = run.results
     assert not result.passed
-    assert "the chat template does not compile (line 1): unexpected '}'" in result.message
+    # each runner in its own words
+    if runner.name == "llama-server":
+        assert "Parser Error: Expected }} (Got })" in result.log_tail
+        assert "chat template" in result.message or "Parser Error" in result.message
+    else:
+        assert "the chat template does not compile (line 1): unexpected '}'" in result.message
 
 
 def test_a_server_that_dies_while_answering_fails_the_check_at_once(
-    gguf: Path, runner: LlamaCppPythonRunner, tmp_path: Path
+    gguf: Path, runner: Runner, tmp_path: Path
 ) -> None:
     command = ServerCommand.from_gguf(gguf, SERVER_ARGS)
     long = SmokeCheck.from_mapping(
@@ -154,7 +156,7 @@ def test_a_server_that_dies_while_answering_fails_the_check_at_once(
     assert gone(pid)
 
 
-def test_the_server_is_gone_after_a_failing_test(gguf: Path, runner: LlamaCppPythonRunner) -> None:
+def test_the_server_is_gone_after_a_failing_test(gguf: Path, runner: Runner) -> None:
     command = ServerCommand.from_gguf(gguf, SERVER_ARGS)
     tree: list[int] = []
     with pytest.raises(AssertionError), start(command, runner, threads=1) as server:
@@ -166,7 +168,7 @@ def test_the_server_is_gone_after_a_failing_test(gguf: Path, runner: LlamaCppPyt
     assert tree and all(gone(pid) for pid in tree)
 
 
-def test_ctrl_c_while_the_server_loads_stops_it(gguf: Path, runner: LlamaCppPythonRunner) -> None:
+def test_ctrl_c_while_the_server_loads_stops_it(gguf: Path, runner: Runner) -> None:
     command = ServerCommand.from_gguf(gguf, SERVER_ARGS)
     seen: list[int] = []
 
@@ -176,7 +178,8 @@ def test_ctrl_c_while_the_server_loads_stops_it(gguf: Path, runner: LlamaCppPyth
         while time.monotonic() < deadline and not seen:
             for pid in descendants(os.getpid())[1:]:
                 with contextlib.suppress(OSError):
-                    if b"_pyserver.py" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    if b"_pyserver.py" in cmdline or b"llama-server" in cmdline:
                         seen.append(pid)
             time.sleep(0.01)
         if seen:  # never interrupt whatever runs after this test
@@ -189,13 +192,11 @@ def test_ctrl_c_while_the_server_loads_stops_it(gguf: Path, runner: LlamaCppPyth
     assert seen and all(gone(pid) for pid in seen)
 
 
-def test_a_server_never_stopped_is_stopped_when_python_exits(
-    gguf: Path, runner: LlamaCppPythonRunner
-) -> None:
+def test_a_server_never_stopped_is_stopped_when_python_exits(gguf: Path, runner: Runner) -> None:
     script = (
-        "from harness.smoke import LlamaCppPythonRunner, ServerCommand, start\n"
+        "from harness.smoke import ServerCommand, runner_for, start\n"
         f"command = ServerCommand.from_gguf({str(gguf)!r}, {SERVER_ARGS!r})\n"
-        "print(start(command, LlamaCppPythonRunner(), threads=1).pid, flush=True)\n"
+        f"print(start(command, runner_for({runner.name!r}), threads=1).pid, flush=True)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script],

@@ -14,11 +14,13 @@ import pytest
 
 from harness.toolchain import (
     GGML_TYPES,
+    IN_PROCESS,
     QUANTIZE_BINARY_ENV,
     QUANTIZE_TYPES,
     ToolchainError,
     convert,
     converter_dir,
+    find_programs,
     load_imatrix,
     quantize,
     quantize_command,
@@ -30,12 +32,19 @@ gguf = pytest.importorskip("gguf")
 
 component = pytest.mark.component("llama.cpp")
 
-# A real llama-quantize to compare against; every other test runs without one configured.
+# The library call unless a test says otherwise: the tests of llama-quantize itself name it.
 
 
 @pytest.fixture(autouse=True)
-def _no_configured_binary(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(QUANTIZE_BINARY_ENV, raising=False)
+def _in_process_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(QUANTIZE_BINARY_ENV, IN_PROCESS)
+
+
+def _llama_quantize() -> Path:
+    built = find_programs()
+    if built is None:
+        pytest.skip("llama.cpp's programs are not built (scripts/setup.sh builds them)")
+    return built.path("llama-quantize")
 
 
 def _binding() -> object:
@@ -439,6 +448,31 @@ def test_in_process_and_isolated_runs_write_the_same_bytes(f16: Path, tmp_path: 
     here = quantize(f16, tmp_path / "here.gguf", type="Q5_K_M", nthread=1, isolated=False)
     child = quantize(f16, tmp_path / "child.gguf", type="Q5_K_M", nthread=1)
     assert here.read_bytes() == child.read_bytes()
+
+
+@component
+@pytest.mark.parametrize("qtype", ["Q4_K_M", "Q8_0", "Q2_K", "IQ4_NL", "IQ2_XS"])
+def test_llama_quantize_and_the_library_write_the_same_bytes(
+    f16: Path, matmul_columns: dict[str, int], tmp_path: Path, qtype: str
+) -> None:
+    tool = _llama_quantize()
+    matrix = write_imatrix(tmp_path / "imatrix.gguf", matmul_columns)
+    kwargs = {"type": qtype, "imatrix": matrix, "nthread": 1}
+    program = quantize(f16, tmp_path / "program.gguf", binary=tool, **kwargs)  # type: ignore[arg-type]
+    library = quantize(f16, tmp_path / "library.gguf", binary=IN_PROCESS, **kwargs)  # type: ignore[arg-type]
+    assert program.read_bytes() == library.read_bytes()
+
+
+@component
+def test_llama_quantize_is_the_default(
+    f16: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _llama_quantize()
+    monkeypatch.delenv(QUANTIZE_BINARY_ENV)
+    lines: list[str] = []
+    quantize(f16, tmp_path / "out.gguf", type="Q8_0", nthread=1, progress=lines.append)
+    # llama-quantize's own banner: the library call prints no version line
+    assert lines[0] == "version: 0.5.0-dev (build 11312, commit 0c1e570)", lines[:5]
 
 
 @component

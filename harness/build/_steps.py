@@ -23,6 +23,7 @@ from harness.build._sources import DirectorySource, Match, Source, TreeSource
 from harness.build._store import ContentStore
 from harness.build._tree import Node, Tree, clean_path, join
 from harness.errors import HarnessError, Location
+from harness.gguf import read_facts
 from harness.oci import HISTORY_COMMENT, Descriptor
 from harness.packerfile import (
     Add,
@@ -41,6 +42,9 @@ from harness.packerfile import (
 from harness.toolchain import convert, llama_cpp_build, quantize
 
 __all__ = ["BaseLayer", "Change", "StageState", "Steps"]
+
+# Types llama-quantize takes without --allow-requantize (general.file_type names).
+_UNQUANTIZED = frozenset({"F32", "F16", "BF16"})
 
 Report = Callable[[str], None]
 
@@ -313,9 +317,12 @@ class Steps:
         source = self._source_tree(inst.from_ref, state, inst.location)
         model = _file(source, inst.source, inst.where("arg:0"))
         imatrix = _file(source, inst.imatrix, inst.where("flag:imatrix")) if inst.imatrix else None
+        if not inst.allow_requantize:
+            self._refuse_requantize(inst, model)
         key = step_key(
             "QUANTIZE",
             inst.type,
+            inst.allow_requantize,
             inst.include_weights,
             inst.exclude_weights,
             inst.pure,
@@ -337,11 +344,26 @@ class Steps:
                 exclude_weights=inst.exclude_weights,
                 pure=inst.pure,
                 leave_output_tensor=inst.leave_output_tensor,
+                allow_requantize=inst.allow_requantize,
                 output_tensor_type=inst.output_tensor_type,
                 token_embedding_type=inst.token_embedding_type,
             )
 
         return {clean_path(inst.dest): self._cached(key, inst, run)}
+
+    def _refuse_requantize(self, inst: Quantize, model: Node) -> None:
+        """llama-quantize refuses quantized input without --allow-requantize, late and naming
+        a store path; say it before it runs, naming the file as the Packerfile wrote it."""
+        try:
+            file_type = read_facts(self.store.path(model.digest)).file_type
+        except HarnessError as error:
+            raise BuildError(f"QUANTIZE {inst.source}: {error}", inst.where("arg:0")) from None
+        if file_type not in _UNQUANTIZED:
+            raise BuildError(
+                f"QUANTIZE {inst.source} is already quantized ({file_type}): add"
+                " --allow-requantize to quantize it again (each pass costs quality)",
+                inst.where("arg:0"),
+            )
 
     def _cached(self, key: str, inst: Convert | Quantize, run: Callable[[Path], None]) -> Node:
         hit = self.cache.get(key)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ._budget import Budget, BudgetCheck, BudgetResult, check_budget, evaluate_budget, max_context
 from ._estimate import GPU_OVERHEAD, ModelSource, estimate, load_model
 from ._fidelity import COMPONENTS, Comparison, compare
-from ._measure import Measured, measure
+from ._measure import Measured, measure, measure_server
 from ._model import ModelInfo, model_info, model_info_from_seed
 from ._placement import DeviceSpec
 from ._records import DeviceEstimate, Estimate
@@ -42,6 +42,7 @@ __all__ = [
     "load_model",
     "max_context",
     "measure",
+    "measure_server",
     "model_info",
     "model_info_from_seed",
 ]

@@ -8,13 +8,23 @@ from collections.abc import Sequence
 from typing import Union
 
 from harness.gguf import GGUFFacts, GGUFHeader, read_header, shard_paths
+from harness.toolchain import cpu_flags
 
 from ._archs import EXACT_ARCHS
 from ._compute import compute_buffers
 from ._context import ContextParams, server_context
 from ._kv import kv_bytes
 from ._model import ModelInfo, model_info
-from ._placement import HOST, DeviceSpec, Placement, place_layers, tensor_layer, weight_bytes
+from ._placement import (
+    HOST,
+    DeviceSpec,
+    Placement,
+    place_layers,
+    repack_types,
+    repacked_bytes,
+    tensor_layer,
+    weight_bytes,
+)
 from ._records import DeviceEstimate, Estimate
 from ._settings import RunSettings
 
@@ -127,7 +137,8 @@ def _estimate_model(
         s.tensor_split,
         s.main_gpu or 0,
     )
-    weights = weight_bytes(info, placement, bool(s.mmap))
+    types = repack_types(cpu_flags()) if s.repack else frozenset()
+    weights = weight_bytes(info, placement, bool(s.mmap), types)
     kv = kv_bytes(info, cp, placement)
     notes: list[str] = []
     exact = info.arch in EXACT_ARCHS
@@ -139,6 +150,12 @@ def _estimate_model(
         notes.append(f"compute buffers of {info.arch} are a rough bound ({type(error).__name__})")
     if not exact and not notes:
         notes.append(f"compute graph of {info.arch} modelled with the generic decoder")
+    repacked = repacked_bytes(info, placement, types)
+    if repacked:
+        notes.append(
+            f"RAM includes {repacked / 2**20:.2f} MiB of weights llama-server repacks for this CPU"
+            f" ({', '.join(sorted(types))}; CPU_REPACK buffer); --no-repack keeps them mapped"
+        )
     if devices:
         notes.append("GPU buffers follow llama.cpp's CUDA sources; not measured on a GPU")
     if devices and s.split_mode == "row":

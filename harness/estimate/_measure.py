@@ -10,8 +10,8 @@ The lines read, at the pinned commit:
 - ``~llama_context: <buffer> compute buffer size is N MiB`` (debug, four decimals, printed when
   the context is freed; ``sched_reserve: ... compute buffer size = N MiB`` has two)
 
-Host weight repacking (AMX, CPU_REPACK extra buffer types) is switched off, as
-``llama-server --no-repack`` does: it depends on the CPU, not on the model.
+Host weight repacking (the CPU_REPACK extra buffer type) follows the settings, as llama-server's
+``--repack`` / ``--no-repack`` do (on by default).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import ctypes
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +31,7 @@ from ._context import server_context
 from ._model import ModelInfo
 from ._settings import RunSettings
 
-__all__ = ["Measured", "measure"]
+__all__ = ["Measured", "measure", "measure_server"]
 
 _MIB = 1024 * 1024
 _LINES = {
@@ -101,7 +101,7 @@ def measure(
         binding.llama_backend_init()
         mparams = binding.llama_model_default_params()
         mparams.n_gpu_layers = 0
-        mparams.use_extra_bufts = False
+        mparams.use_extra_bufts = bool(settings.repack)
         mparams.load_mode = (
             binding.LLAMA_LOAD_MODE_MMAP if settings.mmap else binding.LLAMA_LOAD_MODE_NONE
         )
@@ -120,6 +120,62 @@ def measure(
         for line in lines:
             progress(line)
     return _parse(lines)
+
+
+def measure_server(
+    path: str | Path,
+    argv: Sequence[str] = (),
+    *,
+    binary: str | Path | None = None,
+    timeout: float = 300.0,
+    on_ready: Callable[[int], object] | None = None,
+) -> Measured:
+    """Start llama-server on ``path`` with ``argv`` exactly as given, and report the buffers it
+    prints while loading: the truth for what a deployed server allocates, defaults included.
+
+    ``--no-warmup`` (no inference: a sparse file's holes are never read) and ``-lv 4`` (the
+    buffer lines are debug output) come first, so ``argv`` may override neither by accident; the
+    server is stopped as soon as it listens (after ``on_ready(pid)``, e.g. to read its VRAM).
+    """
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    if binary is None:
+        from harness.toolchain import program
+
+        binary = program("llama-server")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [str(binary), "--no-warmup", "-lv", "4", "-t", "1", "-m", str(path), *argv]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + timeout
+        try:
+            while process.poll() is None and time.monotonic() < deadline:
+                log.seek(0)
+                if "llama_server: listening on" in log.read():
+                    if on_ready is not None:
+                        on_ready(process.pid)
+                    break
+                time.sleep(0.05)
+        finally:
+            if process.poll() is None:
+                process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.seek(0)
+        lines = log.read().splitlines()
+    measured = _parse(lines)
+    if not measured.weights:
+        raise HarnessError(f"llama-server did not load {path}: {_last_error(lines)}")
+    return measured
 
 
 def _context_params(binding: Any, s: RunSettings, cp: Any) -> Any:

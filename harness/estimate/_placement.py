@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from ._ggml import row_size
 from ._model import ModelInfo, TensorRef
 
-__all__ = ["HOST", "DeviceSpec", "Placement", "place_layers", "tensor_layer", "weight_bytes"]
+__all__ = [
+    "HOST",
+    "DeviceSpec",
+    "Placement",
+    "place_layers",
+    "repack_types",
+    "repacked_bytes",
+    "tensor_layer",
+    "weight_bytes",
+]
 
 HOST = -1
 _INPUT_NAMES = ("token_embd.", "position_embd.", "token_types.", "per_layer_token_embd.")
@@ -127,14 +136,50 @@ def _pad(size: int, alignment: int) -> int:
     return -(-size // alignment) * alignment
 
 
-def weight_bytes(model: ModelInfo, placement: Placement, mmap: bool) -> dict[int, int]:
+def repack_types(cpu_flags: frozenset[str]) -> frozenset[str]:
+    """ggml types the CPU backend repacks into its CPU_REPACK buffer on an x86 CPU with these
+    ``/proc/cpuinfo`` flags (ggml_repack_get_optimal_repack_type, ggml-cpu/repack.cpp)."""
+    found: set[str] = set()
+    if "avx2" in cpu_flags:
+        found |= {"Q4_0", "Q4_K", "IQ4_NL", "MXFP4"}
+    if "avx512f" in cpu_flags:
+        found.add("Q2_K")
+    return frozenset(found)
+
+
+def _repacked(ref: TensorRef, types: frozenset[str]) -> bool:
+    # The repack buffer only takes weights of a MUL_MAT (2-D) or MUL_MAT_ID (3-D, MoE experts)
+    # with whole groups of 8 rows; inputs read by GET_ROWS stay where they are.
+    if ref.type not in types or ref.name.startswith(_INPUT_NAMES):
+        return False
+    return len(ref.shape) in (2, 3) and ref.shape[1] % 8 == 0 and ref.name.endswith(".weight")
+
+
+def repacked_bytes(model: ModelInfo, placement: Placement, types: frozenset[str]) -> int:
+    """Bytes of the host's CPU_REPACK model buffer. Only without GPUs: with one, host layers go
+    to the GPU's pinned host buffer type, which comes first in make_cpu_buft_list."""
+    if placement.n_devices or not types:
+        return 0
+    return sum(
+        _pad(r.n_bytes, _HOST_ALIGNMENT) for r in model.tensors.values() if _repacked(r, types)
+    )
+
+
+def weight_bytes(
+    model: ModelInfo,
+    placement: Placement,
+    mmap: bool,
+    repack: frozenset[str] = frozenset(),
+) -> dict[int, int]:
     """Model buffer bytes per device (HOST included), as llama.cpp allocates them.
 
     On the host with mmap, a buffer maps the file from the first to the last byte of the host's
     tensors (per file); otherwise each tensor is allocated, padded to the buffer's alignment.
-    A tied output (no ``output.weight``) is a second copy of the token embeddings wherever the
-    output layer is not on the host.
+    Host weights of the ``repack`` types are copied into a CPU_REPACK buffer instead (CPU-only
+    runs) and leave the mapped range. A tied output (no ``output.weight``) is a second copy of the
+    token embeddings wherever the output layer is not on the host.
     """
+    types = repack if not placement.n_devices else frozenset()
     n_layer = model.n_layer
     by_device: dict[int, list[TensorRef]] = {}
     for ref in model.tensors.values():
@@ -147,14 +192,19 @@ def weight_bytes(model: ModelInfo, placement: Placement, mmap: bool) -> dict[int
     result: dict[int, int] = {}
     for device, refs in by_device.items():
         if device == HOST:
+            moved = [r for r in refs if _repacked(r, types)]
+            refs = [r for r in refs if not _repacked(r, types)]
+            result[device] = sum(_pad(r.n_bytes, _HOST_ALIGNMENT) for r in moved)
+            if not refs:
+                continue
             if mmap:
                 total = 0
                 for file in {r.file for r in refs}:
                     mine = [r for r in refs if r.file == file]
                     total += max(r.start + r.n_bytes for r in mine) - min(r.start for r in mine)
-                result[device] = total
+                result[device] += total
             else:
-                result[device] = sum(_pad(r.n_bytes, _HOST_ALIGNMENT) for r in refs)
+                result[device] += sum(_pad(r.n_bytes, _HOST_ALIGNMENT) for r in refs)
         else:
             result[device] = sum(
                 _pad(

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import UsageError
+from harness.toolchain import parse_server_args
 
 __all__ = ["CACHE_TYPES", "SPLIT_MODES", "RunSettings"]
 
@@ -46,7 +47,9 @@ class RunSettings:
     embeddings: bool | None = None  # --embedding
     pooling: str | None = None  # --pooling
     swa_full: bool | None = None  # --swa-full
-    repack: bool | None = None  # -nr / --no-repack: False (host weight repacking, not modelled)
+    repack: bool | None = None  # --repack / -nr: host weight repacking (CPU_REPACK)
+    devices: tuple[str, ...] | None = None  # -dev: ("none",) keeps everything on the host
+    cache_ram_mib: int | None = None  # -cram: the prompt cache's cap, grown into at run time
     gpu_layers_draft: int | None = None  # -ngld
     cache_type_k_draft: str | None = None  # -ctkd
     cache_type_v_draft: str | None = None  # -ctvd
@@ -120,6 +123,7 @@ class RunSettings:
             embeddings=bool(self.embeddings),
             swa_full=bool(self.swa_full),
             repack=True if self.repack is None else self.repack,
+            cache_ram_mib=8192 if self.cache_ram_mib is None else self.cache_ram_mib,
             cache_type_k_draft=(self.cache_type_k_draft or "f16").lower(),
             cache_type_v_draft=(self.cache_type_v_draft or "f16").lower(),
             draft_max=3 if self.draft_max is None else self.draft_max,
@@ -135,73 +139,53 @@ class RunSettings:
 
     @classmethod
     def from_yaml(cls, memory: Mapping[str, Any] | None) -> RunSettings:
-        """The run settings of a model.yaml ``memory:`` section (budgets and ram are ignored)."""
+        """The run settings of a model.yaml ``memory:`` section (budgets and ram are ignored):
+        its ``server_args`` (llama-server's own argv), then its named fields over them."""
         if not memory:
             return cls()
+        argv = cls.from_cmd(memory.get("server_args") or ())
         gpu_layers = memory.get("gpu_layers")
         if gpu_layers == "all":
             gpu_layers = None
-        return cls(
-            ctx_size=memory.get("ctx_size"),
-            batch_size=memory.get("batch_size"),
-            ubatch_size=memory.get("ubatch_size"),
-            parallel=memory.get("parallel"),
-            flash_attn=memory.get("flash_attn"),
-            cache_type_k=memory.get("cache_type_k"),
-            cache_type_v=memory.get("cache_type_v"),
-            mmap=memory.get("mmap"),
-            kv_offload=memory.get("kv_offload"),
-            split_mode=memory.get("split_mode"),
-            gpu_layers=gpu_layers,
+        return argv.override(
+            cls(
+                ctx_size=memory.get("ctx_size"),
+                batch_size=memory.get("batch_size"),
+                ubatch_size=memory.get("ubatch_size"),
+                parallel=memory.get("parallel"),
+                flash_attn=memory.get("flash_attn"),
+                cache_type_k=memory.get("cache_type_k"),
+                cache_type_v=memory.get("cache_type_v"),
+                mmap=memory.get("mmap"),
+                kv_offload=memory.get("kv_offload"),
+                split_mode=memory.get("split_mode"),
+                gpu_layers=gpu_layers,
+            )
         )
 
     @classmethod
-    def from_cmd(cls, args: Sequence[str]) -> RunSettings:
-        """The settings a llama-server command line sets (an image's Cmd); others are ignored."""
+    def from_cmd(cls, args: Sequence[str], env: Mapping[str, str] | None = None) -> RunSettings:
+        """The settings a llama-server command line sets (an image's Cmd, or what a person
+        typed), read through the one model of llama-server's arguments; ``env`` adds the
+        ``LLAMA_ARG_*`` variables the server would see. Options that do not size memory are
+        accepted and ignored; an argv llama-server would refuse is a UsageError."""
         values: dict[str, Any] = {}
-        items = list(args)
-        i = 0
-        while i < len(items):
-            arg = items[i]
-            name, eq, inline = arg.partition("=") if arg.startswith("--") else (arg, "", "")
-            handler = _FLAGS.get(name)
-            i += 1
+        for arg in parse_server_args(args, env).args:
+            handler = _FIELDS.get(arg.key)
             if handler is None:
                 continue
             field, kind = handler
-            if kind == "flag":
-                values[field] = True
-                continue
-            if kind == "noflag":
-                values[field] = False
-                continue
-            if kind == "rerank":
+            if kind == "bool":
+                values[field] = not arg.negative
+            elif kind == "rerank":
                 values["embeddings"] = True
                 values["pooling"] = "rank"
-                continue
-            if kind == "fa":
-                # -fa takes on|off|auto now; older llama-server took no value
-                nxt = inline if eq else (items[i] if i < len(items) else "")
-                word = nxt.lower()
-                if word in _TRUE | _FALSE | {"auto"}:
-                    if not eq:
-                        i += 1
-                    values[field] = None if word == "auto" else word in _TRUE
-                else:
-                    values[field] = True
-                continue
-            if eq:
-                value = inline
-            elif i < len(items):
-                value = items[i]
-                i += 1
             else:
-                raise UsageError(f"{arg} needs a value")
-            values[field] = _convert(arg, field, kind, value)
+                values[field] = _convert(arg.name, kind, arg.value)
         return cls(**values)
 
 
-def _convert(arg: str, field: str, kind: str, value: str) -> Any:
+def _convert(flag: str, kind: str, value: str) -> Any:
     try:
         if kind == "int":
             return int(value)
@@ -209,48 +193,52 @@ def _convert(arg: str, field: str, kind: str, value: str) -> Any:
             return None if value in ("auto", "all") else int(value)
         if kind == "split":
             return tuple(float(x) for x in value.replace("/", ",").split(",") if x.strip())
-        if kind == "load":
-            return value in ("mmap", "mmap+mlock", "auto")
     except ValueError:
-        raise UsageError(f"{arg}: {value!r} is not a valid value") from None
+        raise UsageError(f"{flag}: {value!r} is not a valid value") from None
+    if kind == "load":
+        # common/arg.cpp --load-mode: auto means mmap unless a device cannot use it
+        if value not in _LOAD_MODES:
+            raise UsageError(f"{flag}: {value!r} is not one of {', '.join(_LOAD_MODES)}")
+        return value in ("auto", "mmap", "mmap+mlock")
+    if kind == "fa":
+        word = value.lower()
+        if word not in _TRUE | _FALSE | {"auto"}:
+            raise UsageError(f"{flag}: {value!r} is not on, off or auto")
+        return None if word == "auto" else word in _TRUE
+    if kind == "devices":
+        return tuple(d.strip() for d in value.split(",") if d.strip())
     if kind == "lower":
         return value.lower()
     return value
 
 
-_FLAGS: dict[str, tuple[str, str]] = {}
-for _names, _field, _kind in (
-    (("-c", "--ctx-size"), "ctx_size", "int"),
-    (("-b", "--batch-size"), "batch_size", "int"),
-    (("-ub", "--ubatch-size"), "ubatch_size", "int"),
-    (("-np", "--parallel"), "parallel", "int"),
-    (("-kvu", "--kv-unified"), "kv_unified", "flag"),
-    (("-no-kvu", "--no-kv-unified"), "kv_unified", "noflag"),
-    (("-fa", "--flash-attn"), "flash_attn", "fa"),
-    (("-ctk", "--cache-type-k"), "cache_type_k", "lower"),
-    (("-ctv", "--cache-type-v"), "cache_type_v", "lower"),
-    (("--no-mmap",), "mmap", "noflag"),
-    (("--mmap",), "mmap", "flag"),
-    (("-lm", "--load-mode"), "mmap", "load"),
-    (("-ngl", "--gpu-layers", "--n-gpu-layers"), "gpu_layers", "ngl"),
-    (("-sm", "--split-mode"), "split_mode", "str"),
-    (("-ts", "--tensor-split"), "tensor_split", "split"),
-    (("-mg", "--main-gpu"), "main_gpu", "int"),
-    (("-nkvo", "--no-kv-offload"), "kv_offload", "noflag"),
-    (("-kvo", "--kv-offload"), "kv_offload", "flag"),
-    (("--embedding", "--embeddings"), "embeddings", "flag"),
-    (("--pooling",), "pooling", "str"),
-    (("--rerank", "--reranking"), "pooling", "rerank"),
-    (("--swa-full",), "swa_full", "flag"),
-    (("-nr", "--no-repack"), "repack", "noflag"),
-    (("--repack",), "repack", "flag"),
-    (("-ngld", "--gpu-layers-draft", "--n-gpu-layers-draft", "--spec-draft-ngl"),
-     "gpu_layers_draft", "ngl"),
-    (("-ctkd", "--cache-type-k-draft", "--spec-draft-type-k"), "cache_type_k_draft", "lower"),
-    (("-ctvd", "--cache-type-v-draft", "--spec-draft-type-v"), "cache_type_v_draft", "lower"),
-    (("--spec-draft-n-max", "--draft-max", "--draft", "--draft-n"), "draft_max", "int"),
-    (("--no-mmproj-offload",), "mmproj_offload", "noflag"),
-    (("--mmproj-offload",), "mmproj_offload", "flag"),
-):  # fmt: skip
-    for _name in _names:
-        _FLAGS[_name] = (_field, _kind)
+_LOAD_MODES = ("auto", "none", "mmap", "mlock", "mmap+mlock", "dio")
+# canonical llama-server option (harness.toolchain's argv model) -> (field, how to read it)
+_FIELDS: dict[str, tuple[str, str]] = {
+    "--ctx-size": ("ctx_size", "int"),
+    "--batch-size": ("batch_size", "int"),
+    "--ubatch-size": ("ubatch_size", "int"),
+    "--parallel": ("parallel", "int"),
+    "--kv-unified": ("kv_unified", "bool"),
+    "--flash-attn": ("flash_attn", "fa"),
+    "--cache-type-k": ("cache_type_k", "lower"),
+    "--cache-type-v": ("cache_type_v", "lower"),
+    "--load-mode": ("mmap", "load"),
+    "--gpu-layers": ("gpu_layers", "ngl"),
+    "--split-mode": ("split_mode", "str"),
+    "--tensor-split": ("tensor_split", "split"),
+    "--main-gpu": ("main_gpu", "int"),
+    "--kv-offload": ("kv_offload", "bool"),
+    "--embedding": ("embeddings", "bool"),
+    "--pooling": ("pooling", "str"),
+    "--rerank": ("pooling", "rerank"),
+    "--swa-full": ("swa_full", "bool"),
+    "--repack": ("repack", "bool"),
+    "--device": ("devices", "devices"),
+    "--cache-ram": ("cache_ram_mib", "int"),
+    "--spec-draft-ngl": ("gpu_layers_draft", "ngl"),
+    "--spec-draft-type-k": ("cache_type_k_draft", "lower"),
+    "--spec-draft-type-v": ("cache_type_v_draft", "lower"),
+    "--spec-draft-n-max": ("draft_max", "int"),
+    "--mmproj-offload": ("mmproj_offload", "bool"),
+}

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from harness.errors import Location, SpecError
+from harness.toolchain import ServerArgsError, parse_server_args
 from harness.units import UnitError, parse_percent, parse_size
 
 from ._expectations import parse_expectation, parse_matcher
@@ -163,7 +164,20 @@ class _Semantic:
             self._problem(f"{_label(path)}: {error.message}", self._value(path))
             return None
 
+    def _server_args(self, path: DataPath, argv: Any) -> None:
+        """A list of llama-server arguments: what llama-server would refuse, at its item."""
+        if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+            return  # the schema says what is wrong
+        if not self._clean(path):
+            return
+        try:
+            parse_server_args(argv)
+        except ServerArgsError as error:
+            where = (*path, max(error.index, 0)) if argv else path
+            self._problem(f"{_label(path)}: {error}", self._value(where))
+
     def _memory(self, memory: dict[str, Any]) -> None:
+        self._server_args(("memory", "server_args"), memory.get("server_args"))
         self._size(("memory", "ram"), memory.get("ram"))
         batch, ubatch = memory.get("batch_size"), memory.get("ubatch_size")
         if isinstance(batch, int) and isinstance(ubatch, int) and ubatch > batch:
@@ -198,6 +212,7 @@ class _Semantic:
             )
 
     def _smoke(self, smoke: dict[str, Any]) -> None:
+        self._server_args(("smoke", "server_args"), smoke.get("server_args"))
         self._unique(("smoke", "checks"))
         for index, check in enumerate(_list(smoke.get("checks"))):
             self._smoke_check(("smoke", "checks", index), _dict(check))

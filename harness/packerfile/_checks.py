@@ -194,9 +194,11 @@ def _check_cmd(cmd: Cmd, sink: Sink, final: bool) -> None:
                 cmd.where("arg:0"),
                 "cmd-first-arg",
             )
-    _, _, problems = scan_cmd(cmd.args)
-    for index, message in problems:
-        sink.error(message, cmd.where(f"arg:{index}"), "cmd-value")
+        elif final or not any("$" in arg for arg in cmd.args):
+            # read as llama-server reads it, once no variable can still change a flag's name
+            _, _, problems = scan_cmd(cmd.args)
+            for index, message in problems:
+                sink.error(message, cmd.where(f"arg:{index}"), "cmd-value")
 
 
 def check_model(cmd: Cmd, sink: Sink) -> None:

@@ -45,6 +45,7 @@ FLAG_SPECS: dict[str, dict[str, str]] = {
         "exclude-weights": _MULTI,
         "pure": _BOOL,
         "leave-output-tensor": _BOOL,
+        "allow-requantize": _BOOL,
         "output-tensor-type": _STR,
         "token-embedding-type": _STR,
     },

@@ -240,6 +240,7 @@ def _build_quantize(raw: RawInstruction, sink: Sink) -> Quantize | None:
         exclude_weights=_split_names(flags.many("exclude-weights")),
         pure=flags.flag("pure"),
         leave_output_tensor=flags.flag("leave-output-tensor"),
+        allow_requantize=flags.flag("allow-requantize"),
         output_tensor_type=flags.get("output-tensor-type"),
         token_embedding_type=flags.get("token-embedding-type"),
         source=pair[0],

@@ -153,6 +153,7 @@ class Quantize(_Record):
     exclude_weights: tuple[str, ...] = ()
     pure: bool = False
     leave_output_tensor: bool = False
+    allow_requantize: bool = False  # llama-quantize's flag: quantize an already quantized file
     output_tensor_type: str | None = None
     token_embedding_type: str | None = None
     source: str

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from harness.toolchain import ServerArgsError, parse_server_args
 
 __all__ = ["FileArg", "Role", "RoleKind", "cmd_file_args", "cmd_roles", "scan_cmd"]
 
 RoleKind = Literal["model", "drafter", "projector", "adapter"]
 
-# flag -> (role, how many values follow it). The short forms are llama-server's own aliases.
-_ROLE_FLAGS: dict[str, tuple[RoleKind, int]] = {
-    "-m": ("model", 1),
-    "--model": ("model", 1),
-    "-md": ("drafter", 1),
-    "--model-draft": ("drafter", 1),
-    "-mm": ("projector", 1),
-    "--mmproj": ("projector", 1),
-    "--lora": ("adapter", 1),
-    "--lora-scaled": ("adapter", 2),
-    "--control-vector": ("adapter", 1),
-    "--control-vector-scaled": ("adapter", 2),
+# llama-server's option (its canonical name in harness.toolchain's argv model) -> role
+_ROLE_KEYS: dict[str, RoleKind] = {
+    "--model": "model",
+    "--spec-draft-model": "drafter",
+    "--mmproj": "projector",
+    "--lora": "adapter",
+    "--lora-scaled": "adapter",
+    "--control-vector": "adapter",
+    "--control-vector-scaled": "adapter",
 }
+_SCALED = frozenset({"--lora-scaled", "--control-vector-scaled"})
 
 
 @dataclass(frozen=True)
@@ -46,42 +47,55 @@ class FileArg:
 
 
 def scan_cmd(args: Sequence[str]) -> tuple[list[Role], list[FileArg], list[tuple[int, str]]]:
-    """Roles (effective ones only), file args, and (index, message) for flags missing values.
+    """Roles (effective ones only), file args, and (index, message) for what llama-server would
+    refuse, reading ``args`` as llama-server does (harness.toolchain.parse_server_args).
 
     Only the last ``-m``, ``-md`` and ``--mmproj`` count, as llama-server reads them; every
     adapter counts. An empty path is no role (a build arg set to "" switches a role off).
+    ``--lora-scaled`` and ``--control-vector-scaled`` take ``FNAME:SCALE`` at this llama.cpp.
     """
+    try:
+        parsed = parse_server_args(args)
+    except ServerArgsError as error:
+        return [], [], [(max(error.index, 0), f"CMD: {_seed_hint(args, error)}")]
     roles: list[Role] = []
     files: list[FileArg] = []
     problems: list[tuple[int, str]] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        spec = _ROLE_FLAGS.get(arg)
-        if spec is not None:
-            kind, count = spec
-            if i + count >= len(args):
-                need = "a value" if count == 1 else "two values: PATH SCALE"
-                problems.append((i, f"CMD: {arg} needs {need}"))
-                break
-            path = args[i + 1]
-            if path:
-                scale = args[i + 2] if count == 2 else None
-                if kind != "adapter":
-                    roles = [r for r in roles if r.kind != kind]
-                roles.append(Role(kind, arg, path, i + 1, scale))
-            i += 1 + count
+    for arg in parsed.args:
+        kind = _ROLE_KEYS.get(arg.key)
+        if kind is None:
+            if arg.key.endswith("-file") and len(arg.values) == 1:
+                files.append(FileArg(arg.name, arg.value, arg.index + 1))
             continue
-        if arg.startswith("-") and arg.endswith("-file") and arg.strip("-") != "file":
-            if i + 1 >= len(args):
-                problems.append((i, f"CMD: {arg} needs a value"))
-                break
-            files.append(FileArg(arg, args[i + 1], i + 1))
-            i += 2
+        path, scale = arg.value, None
+        if kind == "adapter" and "," in path:
+            problems.append((arg.index, f"CMD: {arg.name} {path}: give each adapter its own flag"))
             continue
-        i += 1
+        if arg.key in _SCALED:
+            path, colon, scale = path.rpartition(":")
+            if not colon or not path:
+                problems.append((arg.index, f"CMD: {arg.name} takes FNAME:SCALE"))
+                continue
+        if not path:
+            continue
+        if kind != "adapter":
+            roles = [r for r in roles if r.kind != kind]
+        roles.append(Role(kind, arg.name, path, arg.index + 1, scale))
     roles.sort(key=lambda r: r.index)
     return roles, files, problems
+
+
+def _seed_hint(args: Sequence[str], error: ServerArgsError) -> str:
+    """The seed's ``--lora-scaled PATH SCALE`` became ``--lora-scaled PATH:SCALE``: say so."""
+    at = error.index
+    if at >= 2 and args[at - 2] in ("--lora-scaled", "--control-vector-scaled"):
+        with contextlib.suppress(ValueError):
+            float(args[at])
+            return (
+                f"{args[at - 2]} {args[at - 1]} {args[at]}: this llama-server takes"
+                f" {args[at - 2]} {args[at - 1]}:{args[at]}"
+            )
+    return str(error)
 
 
 def cmd_roles(args: Sequence[str]) -> list[Role]:

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from harness.errors import UsageError
 from harness.oci import Image, format_bpw, format_parameters, parse_seed_config
+from harness.toolchain import parse_server_args
 
 from ._evidence import PREFIX
 
@@ -47,11 +49,12 @@ class ModelFacts:
 
     @property
     def context_size(self) -> int | None:
-        """The ``-c``/``--ctx-size`` the image's Cmd sets, if any."""
-        for flag, value in zip(self.cmd, self.cmd[1:], strict=False):
-            if flag in ("-c", "--ctx-size") and value.isdigit():
-                return int(value)
-        return None
+        """The ``-c``/``--ctx-size`` the image's Cmd sets, if any, as llama-server reads it."""
+        try:
+            arg = parse_server_args(self.cmd).last("--ctx-size")
+        except UsageError:
+            return None  # a Cmd llama-server would refuse says nothing reliable
+        return int(arg.value) if arg is not None and arg.value.isdigit() else None
 
 
 def model_facts(image: Image) -> ModelFacts:

@@ -1,7 +1,10 @@
 """llama-server arguments translated for llama-cpp-python's server (``llama_cpp.server``).
 
-Only flags with a faithful equivalent are translated; every other flag is collected and
-reported at once, so that a model.yaml learns in one run everything this runner cannot honour.
+The arguments are read as llama-server reads them (``harness.toolchain.parse_server_args``: an
+argv llama-server would refuse is refused here too), then each option is translated by its
+canonical name. Only options with a faithful equivalent are translated; every other one is
+collected and reported at once, so that a model.yaml learns in one run everything this runner
+cannot honour.
 ``--no-repack``, ``--pooling`` and ``--chat-template-file`` go to the wrapper (``_pyserver.py``),
 which implements them on top of ``llama_cpp.server``.
 """
@@ -11,9 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from harness.toolchain import ServerArg, ServerArgsError, parse_server_args
+
 from ._errors import SmokeError
 
-__all__ = ["CHAT_TEMPLATE_NAMES", "Translation", "split_equals", "translate_for_llama_cpp_python"]
+__all__ = ["CHAT_TEMPLATE_NAMES", "Translation", "translate_for_llama_cpp_python"]
 
 # llama-server's built-in template names -> llama-cpp-python's chat formats rendering the same.
 CHAT_TEMPLATE_NAMES = {
@@ -35,8 +40,8 @@ _POOLING = ("none", "mean", "cls", "last", "rank")
 # Flags that change nothing llama_cpp.server does: it always renders GGUF templates with Jinja,
 # serves one request at a time without batching, has no web UI, and needs no warm-up.
 _NO_OPS = frozenset(
-    {"--jinja", "-cb", "--cont-batching", "--no-webui", "--metrics", "--slots", "--no-slots",
-     "--no-warmup", "--warmup", "--props"}
+    {"--jinja", "--cont-batching", "--ui", "--metrics", "--slots", "--warmup", "--props",
+     "--verbosity", "--verbose", "--log-colors", "--log-prefix", "--log-timestamps"}
 )  # fmt: skip
 _FLASH_VALUES = {"on": True, "off": False, "auto": None, "true": True, "false": False,
                  "1": True, "0": False, "enabled": True, "disabled": False}  # fmt: skip
@@ -52,43 +57,19 @@ class Translation:
     template_text: str | None
 
 
-def split_equals(args: Sequence[str]) -> list[str]:
-    """``--ctx-size=8192`` -> ``--ctx-size 8192``, as llama-server's parser reads it."""
-    out: list[str] = []
-    for arg in args:
-        if arg.startswith("--") and "=" in arg:
-            flag, _, value = arg.partition("=")
-            out += [flag, value]
-        else:
-            out.append(arg)
-    return out
-
-
 def translate_for_llama_cpp_python(args: Sequence[str]) -> Translation:
     """Translate llama-server ``args`` (host paths already in place, no --host/--port)."""
+    try:
+        parsed = parse_server_args(args)
+    except ServerArgsError as error:
+        raise SmokeError(str(error)) from None
     state = _State()
-    items = split_equals(args)
-    i = 0
-    while i < len(items):
-        flag = items[i]
-        rule = _RULES.get(flag)
-        if rule is None:
-            if flag not in _NO_OPS:
-                state.unsupported.append(flag)
-                # An unknown flag's value (anything not starting with "-") is skipped with it.
-                if i + 1 < len(items) and not items[i + 1].startswith("-"):
-                    i += 1
-            i += 1
-            continue
-        arity, apply = rule
-        if flag in ("-fa", "--flash-attn"):
-            has_value = i + 1 < len(items) and items[i + 1].lower() in _FLASH_VALUES
-            arity = 1 if has_value else 0
-        values = items[i + 1 : i + 1 + arity]
-        if len(values) < arity:
-            raise SmokeError(f"llama-server argument {flag} needs {arity} value(s)")
-        apply(state, flag, values)
-        i += 1 + arity
+    for arg in parsed.args:
+        apply = _RULES.get(arg.key)
+        if apply is not None:
+            apply(state, arg)
+        elif arg.key not in _NO_OPS:
+            state.unsupported.append(" ".join((arg.name, *arg.values)) if arg.values else arg.name)
     if state.unsupported:
         names = ", ".join(dict.fromkeys(state.unsupported))
         raise SmokeError(
@@ -138,29 +119,22 @@ class _State:
         self.adapters = 0
 
 
-_Apply = Callable[[_State, str, list[str]], None]
+_Apply = Callable[[_State, ServerArg], None]
 
 
-def _option(name: str, convert: Callable[[str, str], str] | None = None) -> tuple[int, _Apply]:
-    def apply(state: _State, flag: str, values: list[str]) -> None:
-        value = convert(flag, values[0]) if convert else values[0]
+def _option(name: str, convert: Callable[[str, str], str] | None = None) -> _Apply:
+    def apply(state: _State, arg: ServerArg) -> None:
+        value = convert(arg.name, arg.value) if convert else arg.value
         state.out += [f"--{name}", value]
 
-    return 1, apply
+    return apply
 
 
-def _switch(name: str, value: str) -> tuple[int, _Apply]:
-    def apply(state: _State, _flag: str, _values: list[str]) -> None:
+def _switch(name: str, value: str) -> _Apply:
+    def apply(state: _State, _arg: ServerArg) -> None:
         state.out += [f"--{name}", value]
 
-    return 0, apply
-
-
-def _wrapper(flag: str, arity: int) -> tuple[int, _Apply]:
-    def apply(state: _State, _flag: str, values: list[str]) -> None:
-        state.out += [flag, *values]
-
-    return arity, apply
+    return apply
 
 
 def _integer(flag: str, value: str) -> str:
@@ -191,109 +165,113 @@ def _gpu_layers(flag: str, value: str) -> str:
     return "-1" if value in ("all", "auto") else _integer(flag, value)
 
 
-def _model(state: _State, _flag: str, values: list[str]) -> None:
-    state.model = values[0]
+def _model(state: _State, arg: ServerArg) -> None:
+    state.model = arg.value
 
 
-def _threads(state: _State, flag: str, values: list[str]) -> None:
-    state.threads = _integer(flag, values[0])
+def _threads(state: _State, arg: ServerArg) -> None:
+    state.threads = _integer(arg.name, arg.value)
 
 
-def _threads_batch(state: _State, flag: str, values: list[str]) -> None:
-    state.threads_batch = _integer(flag, values[0])
+def _threads_batch(state: _State, arg: ServerArg) -> None:
+    state.threads_batch = _integer(arg.name, arg.value)
 
 
-def _parallel(state: _State, flag: str, values: list[str]) -> None:
-    if _integer(flag, values[0]) not in ("1", "-1"):
+def _parallel(state: _State, arg: ServerArg) -> None:
+    if _integer(arg.name, arg.value) not in ("1", "-1"):
         # llama-server would split the context into slots; this server has one.
-        state.unsupported.append(f"{flag} {values[0]}")
+        state.unsupported.append(f"{arg.name} {arg.value}")
 
 
-def _flash(state: _State, _flag: str, values: list[str]) -> None:
-    enabled = _FLASH_VALUES[values[0].lower()] if values else True
+def _flash(state: _State, arg: ServerArg) -> None:
+    word = arg.value.lower()
+    if word not in _FLASH_VALUES:
+        raise SmokeError(f"{arg.name}: expected on, off or auto, got {arg.value!r}")
+    enabled = _FLASH_VALUES[word]
     if enabled is not None:
         state.out += ["--flash_attn", "true" if enabled else "false"]
 
 
-def _lora(state: _State, flag: str, values: list[str]) -> None:
-    state.adapters += 1
+def _lora(state: _State, arg: ServerArg) -> None:
+    paths = arg.value.split(",")
+    state.adapters += len(paths)
     if state.adapters > 1:
-        state.unsupported.append(f"{flag} (a second adapter)")
+        state.unsupported.append(f"{arg.name} (a second adapter)")
         return
-    if flag == "--lora-scaled" and float(_number(flag, values[1])) != 1.0:
-        state.unsupported.append(f"{flag} with a scale other than 1")
-        return
-    state.out += ["--lora_path", values[0]]
+    path = paths[0]
+    if arg.key == "--lora-scaled":  # FNAME:SCALE
+        path, _, scale = path.rpartition(":")
+        if float(_number(arg.name, scale)) != 1.0:
+            state.unsupported.append(f"{arg.name} with a scale other than 1")
+            return
+    state.out += ["--lora_path", path]
 
 
-def _chat_template(state: _State, flag: str, values: list[str]) -> None:
-    value = values[0]
-    if flag == "--chat-template-file":
+def _chat_template(state: _State, arg: ServerArg) -> None:
+    value = arg.value
+    if arg.key == "--chat-template-file":
         state.template = ("file", value)
     elif "{{" in value or "{%" in value:
         state.template = ("text", value)
     elif value in CHAT_TEMPLATE_NAMES:
         state.template = ("name", CHAT_TEMPLATE_NAMES[value])
     else:
-        state.unsupported.append(f"{flag} {value} (a built-in name it has no equivalent for)")
+        state.unsupported.append(f"{arg.name} {value} (a built-in name it has no equivalent for)")
 
 
-def _override_kv(state: _State, _flag: str, values: list[str]) -> None:
-    state.kv_overrides += values[0].split(",")
+def _override_kv(state: _State, arg: ServerArg) -> None:
+    state.kv_overrides += arg.value.split(",")
 
 
-def _pooling(state: _State, flag: str, values: list[str]) -> None:
-    if values[0] not in _POOLING:
-        raise SmokeError(f"{flag}: expected one of {', '.join(_POOLING)}, got {values[0]!r}")
-    state.out += ["--pooling", values[0]]
+def _pooling(state: _State, arg: ServerArg) -> None:
+    if arg.value not in _POOLING:
+        raise SmokeError(f"{arg.name}: expected one of {', '.join(_POOLING)}, got {arg.value!r}")
+    state.out += ["--pooling", arg.value]
 
 
-_RULES: dict[str, tuple[int, _Apply]] = {
-    "-m": (1, _model),
-    "--model": (1, _model),
-    "-c": _option("n_ctx", _integer),
+def _load_mode(state: _State, arg: ServerArg) -> None:
+    if arg.value in ("none", "mlock", "dio"):
+        state.out += ["--use_mmap", "false"]
+    if arg.value in ("mlock", "mmap+mlock"):
+        state.out += ["--use_mlock", "true"]
+
+
+def _kv_offload(state: _State, arg: ServerArg) -> None:
+    state.out += ["--offload_kqv", "false" if arg.negative else "true"]
+
+
+def _repack(state: _State, arg: ServerArg) -> None:
+    if arg.negative:
+        state.out.append("--no-repack")  # the wrapper loads without extra buffer types
+
+
+# llama-server's options by canonical name (harness.toolchain's argv model)
+_RULES: dict[str, _Apply] = {
+    "--model": _model,
     "--ctx-size": _option("n_ctx", _integer),
-    "-b": _option("n_batch", _integer),
     "--batch-size": _option("n_batch", _integer),
-    "-ub": _option("n_ubatch", _integer),
     "--ubatch-size": _option("n_ubatch", _integer),
-    "-np": (1, _parallel),
-    "--parallel": (1, _parallel),
-    "-ngl": _option("n_gpu_layers", _gpu_layers),
+    "--parallel": _parallel,
     "--gpu-layers": _option("n_gpu_layers", _gpu_layers),
-    "--n-gpu-layers": _option("n_gpu_layers", _gpu_layers),
-    "-sm": _option("split_mode", _choice(_SPLIT_MODES)),
     "--split-mode": _option("split_mode", _choice(_SPLIT_MODES)),
-    "-mg": _option("main_gpu", _integer),
     "--main-gpu": _option("main_gpu", _integer),
-    "-fa": (1, _flash),
-    "--flash-attn": (1, _flash),
+    "--flash-attn": _flash,
     "--embedding": _switch("embedding", "true"),
-    "--embeddings": _switch("embedding", "true"),
-    "--pooling": (1, _pooling),
-    "--lora": (1, _lora),
-    "--lora-scaled": (2, _lora),
-    "--chat-template": (1, _chat_template),
-    "--chat-template-file": (1, _chat_template),
-    "-t": (1, _threads),
-    "--threads": (1, _threads),
-    "-tb": (1, _threads_batch),
-    "--threads-batch": (1, _threads_batch),
-    "-s": _option("seed", _integer),
+    "--pooling": _pooling,
+    "--lora": _lora,
+    "--lora-scaled": _lora,
+    "--chat-template": _chat_template,
+    "--chat-template-file": _chat_template,
+    "--threads": _threads,
+    "--threads-batch": _threads_batch,
     "--seed": _option("seed", _integer),
-    "-ctk": _option("type_k", _choice(_CACHE_TYPES)),
     "--cache-type-k": _option("type_k", _choice(_CACHE_TYPES)),
-    "-ctv": _option("type_v", _choice(_CACHE_TYPES)),
     "--cache-type-v": _option("type_v", _choice(_CACHE_TYPES)),
-    "-nkvo": _switch("offload_kqv", "false"),
-    "--no-kv-offload": _switch("offload_kqv", "false"),
-    "--no-mmap": _switch("use_mmap", "false"),
-    "--mlock": _switch("use_mlock", "true"),
+    "--kv-offload": _kv_offload,
+    "--load-mode": _load_mode,
     "--rope-freq-base": _option("rope_freq_base", _number),
     "--rope-freq-scale": _option("rope_freq_scale", _number),
-    "-a": _option("model_alias"),
     "--alias": _option("model_alias"),
-    "--override-kv": (1, _override_kv),
-    "-nr": _wrapper("--no-repack", 0),
-    "--no-repack": _wrapper("--no-repack", 0),
+    "--override-kv": _override_kv,
+    "--repack": _repack,
 }

@@ -66,6 +66,12 @@ class ServerProcess:
     def alive(self) -> bool:
         return self._popen.poll() is None
 
+    def send(self, signum: int) -> None:
+        """Pass a signal on to the server's whole process group (``gguf-harness run``)."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signum)
+
     def stop(self, grace: float = _STOP_GRACE) -> int | None:
         """End the process and everything it started, giving it ``grace`` seconds after
         SIGTERM before SIGKILL; return its exit status."""

@@ -1,14 +1,14 @@
 """The three ways to serve an image, each turning a ServerCommand into an exact launch.
 
-- ``llama-server``: a binary, from ``$GGUF_HARNESS_LLAMA_SERVER`` or PATH; the arguments go to
-  it unchanged.
+- ``llama-server``: the default. The toolchain's build (``harness.toolchain``), unless
+  ``$GGUF_HARNESS_LLAMA_SERVER`` names another binary; the arguments go to it unchanged.
 - ``llama-cpp-python``: the ``llama_cpp.server`` of the pinned llama-cpp-python (its ``[server]``
   extra), through ``_pyserver.py``, with the llama-server flags translated (``_flags``).
 - ``docker``: llama.cpp's server image through the Docker SDK, host networking, the image's
   files mounted read-only (the seed's ``run``), see ``_docker``.
 
-``runner_for(None)`` picks by ``$GGUF_HARNESS_RUNNER``, else automatically: a configured or
-PATH llama-server, else llama-cpp-python (what the README's set-up installs).
+``runner_for(None)`` picks by ``$GGUF_HARNESS_RUNNER``, else llama-server: what the image's Cmd
+is written for and what users deploy. The other runners are never chosen silently.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from harness.toolchain import find_programs
 
 from ._command import ServerCommand
 from ._docker import DEFAULT_IMAGE, IMAGE_ENV, ContainerSpec, container_spec
@@ -84,14 +86,16 @@ class LlamaServerRunner:
     def binary(self) -> str | None:
         explicit = self._binary or os.environ.get(LLAMA_SERVER_ENV)
         if explicit:
-            return explicit
-        return shutil.which("llama-server")
+            return shutil.which(explicit) or explicit
+        built = find_programs()
+        return str(built.path("llama-server")) if built is not None else None
 
     def check(self) -> None:
         binary = self.binary()
         if binary is None:
             raise SmokeError(
-                f"no llama-server: put it on PATH or set {LLAMA_SERVER_ENV} to its path"
+                "llama-server is not built: run scripts/setup.sh or `gguf-harness toolchain"
+                f" --build` (or set {LLAMA_SERVER_ENV}, or choose another runner with --by)"
             )
         if not (Path(binary).is_file() and os.access(binary, os.X_OK)):
             raise SmokeError(f"llama-server {binary} is not an executable file")
@@ -158,14 +162,4 @@ def runner_for(name: str | None = None) -> Runner:
         return DockerRunner()
     if chosen != "auto":
         raise SmokeError(f"unknown runner {chosen!r}: auto, {', '.join(RUNNERS)}")
-    server = LlamaServerRunner()
-    if server.binary() is not None:
-        return server
-    python = LlamaCppPythonRunner()
-    try:
-        python.check()
-    except SmokeError as error:
-        raise SmokeError(
-            f"no runner: no llama-server (PATH or {LLAMA_SERVER_ENV}), and {error}"
-        ) from None
-    return python
+    return LlamaServerRunner()

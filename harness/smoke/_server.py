@@ -158,6 +158,33 @@ class Server:
             time.sleep(0.2)
         return None
 
+    def serve(self, grace: float = 10.0) -> int:
+        """Serve until the server exits or this process gets SIGINT, SIGTERM or SIGHUP; the
+        signal is passed on to the server, which gets ``grace`` seconds to finish before it is
+        stopped. Returns the exit status to leave with (128 + signal when one came). Only from
+        the main thread (where Python delivers signals)."""
+        received: list[int] = []
+
+        def forward(signum: int, _frame: object) -> None:
+            received.append(signum)
+            handle = self._handle
+            if isinstance(handle, ServerProcess):
+                handle.send(signum)
+
+        caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {signum: signal.signal(signum, forward) for signum in caught}
+        try:
+            code = None
+            while code is None and not received:
+                code = self.wait(timeout=0.2)
+            if received:
+                self.wait(timeout=grace)
+        finally:
+            self.stop()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        return 128 + received[0] if received else (code or 0)
+
     @property
     def pid(self) -> int | None:
         """The server's process (a container's main process), while it runs."""

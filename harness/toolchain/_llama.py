@@ -8,6 +8,7 @@ llama-cpp-python version into a cache directory.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import importlib.metadata
@@ -33,6 +34,7 @@ __all__ = [
     "converter_dir",
     "llama_cpp_build",
     "llama_cpp_python_version",
+    "sdist_archive",
 ]
 
 #: Root of everything the harness caches; default ``~/.cache/gguf-harness``.
@@ -146,22 +148,44 @@ def converter_commit(directory: Path) -> str | None:
 def converter_dir(*, sdist: Path | None = None, progress: Progress | None = None) -> Path:
     """The directory holding llama.cpp's converter for the installed llama-cpp-python.
 
-    Unpacked on first use from ``sdist``, from ``$GGUF_HARNESS_LLAMA_CPP_SDIST``, or from the
-    sdist that pip downloads from the package index. The converter must come from the commit the
-    runtime was built from: a mismatch is an error, not a warning.
+    Unpacked on first use from ``sdist``, else from ``sdist_archive()``. The converter must come
+    from the commit the runtime was built from: a mismatch is an error, not a warning.
     """
     version = llama_cpp_python_version()
     target = cache_dir() / "llama.cpp" / f"llama-cpp-python-{version}"
     if not _complete(target):
-        source = sdist or _env_path(SDIST_ENV)
-        _populate(target, version, source, progress)
+        if sdist is not None and not sdist.is_file():
+            raise ToolchainError.at(sdist, "llama-cpp-python sdist not found")
+        _populate(target, sdist or sdist_archive(progress))
     _check_commit(target)
     return target
 
 
-def _env_path(name: str) -> Path | None:
-    value = os.environ.get(name)
-    return Path(value) if value else None
+def sdist_archive(progress: Progress | None = None) -> Path:
+    """The llama-cpp-python sdist of the installed version: ``$GGUF_HARNESS_LLAMA_CPP_SDIST``,
+    else a copy downloaded once into the cache (the converter and the programs both come from it).
+    """
+    configured = os.environ.get(SDIST_ENV)
+    if configured:
+        path = Path(configured)
+        if not path.is_file():
+            raise ToolchainError.at(path, "llama-cpp-python sdist not found")
+        return path
+    version = llama_cpp_python_version()
+    folder = cache_dir() / "llama.cpp" / "sdist"
+    cached = folder / f"llama_cpp_python-{version}.tar.gz"
+    if cached.is_file():
+        return cached
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix=".download.", dir=folder) as work:
+            downloaded = _download_sdist(version, Path(work), progress)
+            os.replace(downloaded, cached)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # leave no trace of a failed download
+        raise
+    return cached
 
 
 def _complete(directory: Path) -> bool:
@@ -185,17 +209,12 @@ def _check_commit(directory: Path, *, origin: Path | None = None) -> None:
     )
 
 
-def _populate(target: Path, version: str, sdist: Path | None, progress: Progress | None) -> None:
+def _populate(target: Path, sdist: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Unpack beside the target and rename: a reader never sees a half-unpacked converter, and two
     # processes racing to populate it both end up with one complete copy.
     with tempfile.TemporaryDirectory(prefix=f".{target.name}.", dir=target.parent) as work:
-        work_dir = Path(work)
-        if sdist is None:
-            sdist = _download_sdist(version, work_dir / "download", progress)
-        elif not sdist.is_file():
-            raise ToolchainError.at(sdist, "llama-cpp-python sdist not found")
-        staging = work_dir / "converter"
+        staging = Path(work) / "converter"
         _unpack(sdist, staging)
         _check_commit(staging, origin=sdist)  # a mismatched converter never gets cached
         try:

@@ -1,9 +1,11 @@
 """QUANTIZE: one GGUF file to another quantization type, with llama.cpp's own quantizer.
 
-Through ``llama_model_quantize`` (what ``llama-quantize`` calls; same output bytes) in a child
-Python process or in this one, or through a ``llama-quantize`` binary when one is given or
-configured with ``$GGUF_HARNESS_LLAMA_QUANTIZE``. Either way the result is written beside ``dest``
-and renamed into place only on success.
+Through llama.cpp's own ``llama-quantize`` by default: the toolchain's build, or the binary given
+or configured with ``$GGUF_HARNESS_LLAMA_QUANTIZE``. ``$GGUF_HARNESS_LLAMA_QUANTIZE=in-process``
+(or a toolchain not built yet) calls ``llama_model_quantize`` instead, what ``llama-quantize``
+calls, with the same output bytes (tests/test_toolchain_quantize.py), in a child Python process or
+in this one. Either way the result is written beside ``dest`` and renamed into place only on
+success.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ._errors import ToolchainError
 from ._inprocess import quantize_in_process
 from ._llama import Progress
 from ._process import error_line, run_tool
+from ._programs import find_programs
 from ._qtypes import GGML_TYPE_NAMES, QuantizeOptions, quantize_options
 from ._staging import staged_output
 
@@ -28,6 +31,7 @@ __all__ = [
 ]
 
 QUANTIZE_BINARY_ENV = "GGUF_HARNESS_LLAMA_QUANTIZE"
+IN_PROCESS = "in-process"
 
 
 def quantize(
@@ -78,7 +82,8 @@ def quantize(
     )
     source = Path(src)
     target = Path(dest)
-    tool = _binary(binary)
+    # llama-quantize records the imatrix path it was given; a label needs the library call.
+    tool = _binary(binary) if options.imatrix_label is None else None
     with staged_output(target) as tmp:
         if tool is None and isolated:
             _quantize_in_child(source, tmp, options, progress)
@@ -91,8 +96,11 @@ def quantize(
 
 def _binary(binary: str | os.PathLike[str] | None) -> Path | None:
     configured = binary if binary is not None else os.environ.get(QUANTIZE_BINARY_ENV) or None
-    if configured is None:
+    if configured == IN_PROCESS:
         return None
+    if configured is None:
+        built = find_programs()
+        return built.path("llama-quantize") if built is not None else None
     found = shutil.which(os.fspath(configured))
     if found is None:
         raise ToolchainError.at(
@@ -149,9 +157,6 @@ def _child_environment() -> dict[str, str]:
 def _quantize_with_binary(
     tool: Path, source: Path, out: Path, options: QuantizeOptions, progress: Progress | None
 ) -> None:
-    if options.imatrix_label is not None:
-        # llama-quantize always records the path it was given
-        raise ToolchainError.at(tool, "imatrix_label needs the in-process quantizer, not a binary")
     run = run_tool(quantize_command(tool, source, out, options), progress=progress)
     if run.returncode != 0:
         reason = next(
