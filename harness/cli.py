@@ -20,7 +20,7 @@ from harness.action import matrix, run_action
 from harness.build import BuildOptions, build_with
 from harness.distribution import RegistryOptions, push_layout
 from harness.errors import HarnessError, UsageError
-from harness.estimate import DeviceSpec, Estimate, RunSettings, estimate
+from harness.estimate import Estimate, estimate_run
 from harness.expect import Subject, validate
 from harness.gguf import GGUFFacts, read_facts
 from harness.packerfile import lint
@@ -316,58 +316,34 @@ def _estimate(args: argparse.Namespace) -> int:
         )
         artifact = artifact_of_layout(Path(directory), tag or None)
     server, gpu_sizes, step, as_json = _estimate_words(args.words)
-    # The image's Cmd gives the defaults; arguments given here win, as they would appended to
-    # the Cmd (the seed let its own flag defaults override the Cmd).
-    settings = RunSettings.from_cmd(artifact.cmd or ()).override(RunSettings.from_cmd(server))
-    devices = [DeviceSpec(name=f"GPU{i}", memory=size) for i, size in enumerate(gpu_sizes)]
-    if not gpu_sizes and settings.tensor_split:  # -ts 3,1 alone: that many GPUs, size unknown
-        devices = [DeviceSpec(name=f"GPU{i}") for i in range(len(settings.tensor_split))]
-    if settings.devices == ("none",):
-        devices = []
     drafter, projector = artifact.role_files("drafter"), artifact.role_files("projector")
-
-    def run(layers: int | None) -> Estimate:
-        chosen = settings if layers is None else settings.override(RunSettings(gpu_layers=layers))
-        return estimate(
-            artifact.model,
-            chosen,
-            devices,
-            drafter=drafter[0] if drafter else None,
-            projector=projector[0] if projector else None,
-            adapters=artifact.role_files("adapter"),
-        )
-
-    first = run(None)
-    rows = [first]
-    if step:
-        rows = [run(n) for n in sorted({*range(0, first.total_layers, step), first.total_layers})]
-    machine = _machine(devices)
-    growth = settings.resolved().cache_ram_mib or 0
+    result = estimate_run(
+        artifact.model,
+        artifact.cmd or (),
+        server,
+        gpu_sizes,
+        gpu_layers_step=step,
+        drafter=drafter[0] if drafter else None,
+        projector=projector[0] if projector else None,
+        adapters=artifact.role_files("adapter"),
+    )
+    growth = result.prompt_cache_max
     if as_json:
-        extra = {"machine": machine, "prompt_cache_max_bytes": growth * 2**20}
-        print(json.dumps([{**extra, **r.to_json()} for r in rows], indent=2))
+        extra = {"machine": result.machine_text, "prompt_cache_max_bytes": growth}
+        print(json.dumps([{**extra, **r.to_json()} for r in result.rows], indent=2))
         return 0
     console = Console()
     console.width = max(console.width, 180)  # a wide table: don't squeeze it into 80 columns
-    console.print(f"machine: {machine}")
-    console.print(_estimate_table(rows))
+    console.print(f"machine: {result.machine_text}")
+    console.print(_estimate_table(list(result.rows)))
     if growth:
         console.print(
             f"run-time growth, not in RAM above: llama-server's prompt cache up to "
-            f"{format_size(growth * 2**20)} (--cache-ram; -cram 0 turns it off)"
+            f"{format_size(growth)} (--cache-ram; -cram 0 turns it off)"
         )
-    for note in first.notes:
+    for note in result.rows[0].notes:
         console.print(f"note: {note}")
     return 0
-
-
-def _machine(devices: list[DeviceSpec]) -> str:
-    if not devices:
-        return "CPU only (give --gpu SIZE per GPU to estimate for GPUs)"
-    sizes = [format_size(d.memory) if d.memory else "size not given" for d in devices]
-    return f"{len(devices)} GPU{'s' if len(devices) > 1 else ''}: " + ", ".join(
-        f"{d.name} {size}" for d, size in zip(devices, sizes, strict=True)
-    )
 
 
 def _estimate_table(rows: list[Estimate]) -> Table:

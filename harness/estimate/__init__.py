@@ -17,6 +17,7 @@ from ._measure import Measured, measure, measure_server
 from ._model import ModelInfo, model_info, model_info_from_seed
 from ._placement import DeviceSpec
 from ._records import DeviceEstimate, Estimate
+from ._request import EstimateRun, estimate_run, machine_of
 from ._settings import CACHE_TYPES, SPLIT_MODES, RunSettings
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "DeviceEstimate",
     "DeviceSpec",
     "Estimate",
+    "EstimateRun",
     "Measured",
     "ModelInfo",
     "ModelSource",
@@ -38,8 +40,10 @@ __all__ = [
     "check_budget",
     "compare",
     "estimate",
+    "estimate_run",
     "evaluate_budget",
     "load_model",
+    "machine_of",
     "max_context",
     "measure",
     "measure_server",
