@@ -15,7 +15,30 @@ __all__ = [
     "Location",
     "SpecError",
     "UsageError",
+    "printable",
 ]
+
+# C0 and C1 controls, DEL, and the bidirectional overrides that reorder what a terminal shows
+_UNSAFE = frozenset(
+    [*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+)
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` safe for a terminal or a CI log: every control character escaped (``\\x1b``), so
+    text from a registry, a label or a model's metadata cannot clear the screen, move the cursor
+    or fake a line of our own output. Tabs stay; newlines stay only when asked."""
+    kept = {0x09, 0x0A} if keep_newlines else {0x09}
+    if not any(ord(c) in _UNSAFE and ord(c) not in kept for c in text):
+        return text
+    return "".join(
+        c
+        if ord(c) not in _UNSAFE or ord(c) in kept
+        else f"\\x{ord(c):02x}"
+        if ord(c) < 0x100
+        else f"\\u{ord(c):04x}"
+        for c in text
+    )
 
 
 class Location:
@@ -71,9 +94,10 @@ class HarnessError(Exception):
         self.location = location
 
     def __str__(self) -> str:
+        # Messages quote what others wrote (registry errors, file names, metadata): escaped.
         if self.location is None:
-            return self.message
-        return f"{self.location}: {self.message}"
+            return printable(self.message, keep_newlines=True)
+        return printable(f"{self.location}: {self.message}", keep_newlines=True)
 
 
 class UsageError(HarnessError):

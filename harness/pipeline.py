@@ -8,6 +8,7 @@ it, is kept so that every check of the model sees the same artifact or fails wit
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -143,13 +144,18 @@ def check_memory(artifact: Artifact, memory: Section, index: int) -> BudgetResul
 
 def _extracted(image: Image, cmd_value: str) -> Path:
     """The model file of an image, unpacked once per manifest into the harness cache."""
+    # The Cmd is the image's, so anyone's: "-m /" or "-m /app/.." names no file.
+    in_image = posixpath.normpath("/" + cmd_value)
+    name = posixpath.basename(in_image)
+    if name in ("", ".", ".."):
+        raise ArtifactError(f"the image's Cmd names {cmd_value!r} as a model: that is not a file")
     home = cache_root() / "images" / image.descriptor.digest.replace(":", "-")
-    target = home / Path(cmd_value).name
+    target = home / name
     if not target.is_file():
         home.mkdir(parents=True, exist_ok=True)
         tmp = home / f".{target.name}.{os.getpid()}.tmp"
         try:
-            extract(image, "/" + cmd_value.lstrip("/"), tmp)
+            extract(image, in_image, tmp)
             os.replace(tmp, target)
         finally:
             if tmp.is_dir():

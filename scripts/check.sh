@@ -7,6 +7,9 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 ruff check harness tests benchmarks
 ruff format --check harness tests benchmarks
+# The workflows and the Action: actions pinned by commit, no persisted credentials, no template
+# expansion into scripts (offline: no GitHub API here).
+zizmor --offline --min-severity medium .github/workflows/*.yml action.yml
 mypy
 pytest tests "$@"
 gguf-harness test models/ --publish --harness-report out/report.json

@@ -249,3 +249,24 @@ def test_matrix_lists_every_model(pytestconfig: pytest.Config) -> None:
     assert done.returncode == 0, done.stderr
     names = sorted(cell["name"] for cell in json.loads(done.stdout)["include"])
     assert names == ["all-minilm-l6-v2", "smollm2-135m-instruct"]
+
+
+@pytest.mark.parametrize("model", ["/", "/app/.."])
+def test_an_image_cmd_naming_no_file_is_one_line_not_a_traceback(
+    tmp_path: Path, model: str
+) -> None:
+    from harness.gguf import read_header
+    from harness.oci import LayerEntry, LayoutWriter, gguf_entry, image_config, seed_config
+
+    gguf = write_gguf(tmp_path / "m.gguf")
+    layout = tmp_path / "layout"
+    cmd = ["-m", model]
+    with LayoutWriter(layout) as writer:
+        layer = writer.add_layer([LayerEntry("/app/m.gguf", gguf.read_bytes())])
+        config = image_config(seed_config(gguf_entry(read_header(gguf), model, 1), cmd=cmd),
+                              [layer.diff_id], [], None)  # fmt: skip
+        writer.tag(writer.add_image(config, [layer]), "latest")
+    done = run("estimate", str(layout))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert f"the image's Cmd names {model!r} as a model: that is not a file" in done.stderr

@@ -695,3 +695,26 @@ def test_any_plain_paths_round_trip(tmp_path: Path, tree: dict[str, bytes]) -> N
     name = names[0]
     assert extract(image, name, tmp_path / "one").read_bytes() == tree[name]
     assert _build(tmp_path / "again", [LayerEntry(n, d) for n, d in tree.items()]) == first
+
+
+def test_unpacked_modes_drop_setuid_and_world_write(tmp_path: Path) -> None:
+    from harness.oci._extract import unpacked_mode
+
+    out = tmp_path / "layout"
+    _build(
+        out,
+        [
+            LayerEntry("/app/suid", b"x", mode=0o4755),
+            LayerEntry("/app/open", b"y", mode=0o666),
+            LayerEntry("/app/plain", b"z", mode=0o640),
+        ],
+    )
+    image = read_layout(out, "latest")
+    tree = extract(image, "/app", tmp_path / "tree")
+    modes = {p.name: p.stat().st_mode & 0o7777 for p in tree.iterdir()}
+    assert modes == {"suid": 0o755, "open": 0o664, "plain": 0o640}
+    assert extract(image, "/app/open", tmp_path / "one").stat().st_mode & 0o7777 == 0o664
+    # directories: a sticky one (/tmp's 01777) keeps its bit; others lose world-write
+    assert unpacked_mode(0o41777, directory=True) == 0o1777
+    assert unpacked_mode(0o40777, directory=True) == 0o775
+    assert unpacked_mode(0o6755, directory=True) == 0o755

@@ -17,9 +17,20 @@ from dataclasses import dataclass
 import urllib3
 from urllib3.exceptions import HTTPError, SSLError
 
+from harness.errors import printable
+
 from ._credentials import Credentials, find_credentials
 from ._errors import AuthError, NotFoundError, RegistryError
-from ._netutil import loopback, quiet, reason, retry_after, ssl_context, untrusted, url_path
+from ._netutil import (
+    credentials_may_go,
+    loopback,
+    quiet,
+    reason,
+    retry_after,
+    ssl_context,
+    untrusted,
+    url_path,
+)
 from ._options import RegistryOptions
 from ._token import Authenticator, Scope, TokenResponse
 
@@ -62,7 +73,7 @@ class Http:
         credentials: Credentials | None = options.credentials
         if credentials is None:
             credentials = find_credentials(host)
-        self.auth = Authenticator(credentials, self._token_fetch)
+        self.auth = Authenticator(credentials, self._token_fetch, self._trusted)
         self._base: str | None = None
 
     def close(self) -> None:
@@ -96,8 +107,11 @@ class Http:
         policy = self.options.retry
         attempt = 0
         challenged = False
+        # A URL the registry sent us elsewhere (an upload Location) is followed without its
+        # credentials.
+        ours = self._trusted(url)
         while True:
-            sent = self.auth.header(scope)
+            sent = self.auth.header(scope) if ours else None
             all_headers = dict(headers or {})
             if sent is not None:
                 all_headers["Authorization"] = sent
@@ -157,13 +171,17 @@ class Http:
             if response.status not in (301, 302, 303, 307, 308) or not location or method != "GET":
                 return response
             # Blob storage redirects (S3, CDNs): follow, without our Authorization when the host
-            # changes, since the credentials are the registry's and nobody else's.
+            # or the scheme changes, since the credentials are the registry's and nobody else's.
             _drain(response)
             target = urllib.parse.urljoin(url, location)
-            if urllib.parse.urlsplit(target).netloc != urllib.parse.urlsplit(url).netloc:
+            before, after = urllib.parse.urlsplit(url), urllib.parse.urlsplit(target)
+            if (before.scheme, before.netloc) != (after.scheme, after.netloc):
                 headers.pop("Authorization", None)
             url = target
         raise RegistryError(f"{method} {url_path(url)}: too many redirects", self.where)
+
+    def _trusted(self, url: str) -> bool:
+        return credentials_may_go(url, self.base)
 
     def _probe(self) -> str:
         """https; plain http too for an insecure registry, or one on loopback (as docker treats
@@ -239,8 +257,10 @@ def registry_error(method: str, url: str, response: Response, where: str) -> Reg
         errors = json.loads(data).get("errors") or []
         if errors and isinstance(errors[0], dict):
             code = str(errors[0].get("code") or "") or None
-            text = "; ".join(
-                f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict)
+            text = printable(
+                "; ".join(
+                    f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict)
+                )
             )
     _drain(response)
     message = f"{method} {url_path(url)}: HTTP {response.status}" + (f" {text}" if text else "")

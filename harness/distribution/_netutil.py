@@ -27,6 +27,7 @@ from ._errors import RegistryError
 from ._options import RegistryOptions
 
 __all__ = [
+    "credentials_may_go",
     "loopback",
     "quiet",
     "reason",
@@ -47,6 +48,40 @@ def loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
+
+
+def credentials_may_go(url: str, registry: str) -> bool:
+    """Whether the credentials of the registry at ``registry`` (scheme://host[:port]) may be sent
+    to ``url``: the registry itself, or a host of the same registered domain (Docker Hub's
+    auth.docker.io for registry-1.docker.io, GitLab's gitlab.com for registry.gitlab.com); never
+    to an IP address that is not the registry's, and never over plain HTTP unless the registry
+    itself speaks it on that very host (an https -> http downgrade drops them)."""
+    target, home = urllib.parse.urlsplit(url), urllib.parse.urlsplit(registry)
+    target_host, home_host = (target.hostname or "").lower(), (home.hostname or "").lower()
+    if target.scheme == "http" and not (home.scheme == "http" and target_host == home_host):
+        return False
+    if target.scheme not in ("http", "https"):
+        return False
+    if target_host == home_host:
+        return True
+    if _is_ip(target_host) or _is_ip(home_host):
+        return False
+    return _domain(target_host) == _domain(home_host)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _domain(host: str) -> str:
+    # The last two labels: imprecise for public suffixes such as co.uk, where it is stricter
+    # than needed only if the registry's own name has fewer labels than its suffix.
+    labels = host.split(".")
+    return ".".join(labels[-2:]) if len(labels) >= 2 else host
 
 
 def untrusted(exc: BaseException) -> bool:

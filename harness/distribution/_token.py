@@ -41,9 +41,16 @@ Fetch = Callable[[str, str, dict[str, str], bytes | None], TokenResponse]
 class Authenticator:
     """The Authorization header to send for a scope, learnt from the registry's challenges."""
 
-    def __init__(self, credentials: Credentials | None, fetch: Fetch) -> None:
+    def __init__(
+        self,
+        credentials: Credentials | None,
+        fetch: Fetch,
+        trusted: Callable[[str], bool] = lambda url: True,
+    ) -> None:
         self._credentials = credentials
         self._fetch = fetch
+        # whether the registry's credentials may go to this URL (a token realm)
+        self._trusted = trusted
         self._lock = threading.Lock()
         self._basic = False
         self._tokens: dict[str, tuple[str, float]] = {}
@@ -103,7 +110,8 @@ class Authenticator:
     def _request_token(
         self, realm: str, service: str | None, scopes: Sequence[str]
     ) -> tuple[str, float]:
-        creds = self._credentials
+        # A realm elsewhere gets an anonymous token request: the credentials are the registry's.
+        creds = self._credentials if self._trusted(realm) else None
         query: list[tuple[str, str]] = []
         if service:
             query.append(("service", service))

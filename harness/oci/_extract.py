@@ -262,6 +262,15 @@ def _resolve(
     return stack
 
 
+def unpacked_mode(mode: int, *, directory: bool) -> int:
+    """The permission bits an unpacked entry gets, as a container runtime would give them: no
+    setuid or setgid, no world-write, except that a sticky directory (``/tmp``'s 01777) keeps its
+    bit and the world-write the bit makes safe."""
+    if directory and mode & 0o1000:
+        return mode & 0o1777
+    return mode & 0o775
+
+
 def _extract_file(image: Image, entry: ImageFile, dest: Path) -> None:
     if dest.is_dir() and not dest.is_symlink():
         raise OCIError("is a directory; give the file's own path", Location(dest))
@@ -272,7 +281,7 @@ def _extract_file(image: Image, entry: ImageFile, dest: Path) -> None:
     tmp = Path(tmp_name)
     try:
         _write_members(image, {(entry.layer, entry.offset): [tmp]})
-        os.chmod(tmp, entry.mode & 0o777)
+        os.chmod(tmp, unpacked_mode(entry.mode, directory=False))
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -306,12 +315,14 @@ def _extract_tree(image: Image, view: dict[str, ImageFile], root: list[str], des
                 assert entry.link is not None
                 os.symlink(entry.link, staging / sub)
             elif entry.kind != "dir":
-                os.chmod(staging / sub, entry.mode & 0o777)
+                os.chmod(staging / sub, unpacked_mode(entry.mode, directory=False))
         for sub, entry in reversed(chosen):  # deepest first: a read-only dir stays writable
             if entry.kind == "dir":
-                os.chmod(staging / sub, (entry.mode & 0o777) | 0o700)
+                os.chmod(staging / sub, unpacked_mode(entry.mode, directory=True) | 0o700)
         top = view.get(prefix) if prefix else None
-        os.chmod(staging, (top.mode & 0o777) | 0o700 if top is not None else 0o755)
+        os.chmod(
+            staging, unpacked_mode(top.mode, directory=True) | 0o700 if top is not None else 0o755
+        )
         if dest.is_dir():
             dest.rmdir()
         os.rename(staging, dest)
