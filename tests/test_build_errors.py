@@ -315,6 +315,27 @@ CASES: list[tuple[str, str, Setup | None, int, str]] = [
         "f16.gguf: no such file in the source of this step",
     ),
     (
+        "secret-netrc-in-a-directory",
+        "FROM scratch\nCOPY home /app/\n" + MODEL,
+        _files(**{"home/.netrc": "machine r login u password p"}),
+        2,
+        r"home/\.netrc: a credentials file \(\.netrc\); refusing to put it into an image layer",
+    ),
+    (
+        "secret-docker-config",
+        "FROM scratch\nCOPY home/.docker/config.json /app/\n" + MODEL,
+        _files(**{"home/.docker/config.json": '{"auths": {}}'}),
+        2,
+        r"home/\.docker/config\.json: a credentials file",
+    ),
+    (
+        "secret-private-key",
+        "FROM scratch\nCOPY deploy.txt /app/\n" + MODEL,
+        _files(**{"deploy.txt": "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n"}),
+        2,
+        r"deploy\.txt: a private key",
+    ),
+    (
         "quantize-already-quantized",
         "FROM scratch\nCOPY model.gguf src.gguf\nQUANTIZE --type=Q4_K_M src.gguf q.gguf\n" + MODEL,
         None,

@@ -598,3 +598,30 @@ def test_memory_server_args_then_the_named_fields() -> None:
         {"server_args": ["-c", "8192", "-fa", "off", "-np", "2"], "ctx_size": 4096}
     )
     assert (settings.ctx_size, settings.flash_attn, settings.parallel) == (4096, False, 2)
+
+
+@pytest.mark.parametrize("context", ["{path: ../../../home}", "{env: HARNESS_OUTSIDE}"])
+def test_a_context_outside_the_repository_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, context: str
+) -> None:
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "models" / "m").mkdir(parents=True)
+    outside = tmp_path / "home"
+    outside.mkdir()
+    monkeypatch.setenv("HARNESS_OUTSIDE", str(outside) if "env" in context else "")
+    link = repo / "models" / "m" / "sneaky"
+    link.symlink_to(outside)  # a symlink out of the repository is refused the same way
+    path = repo / "models" / "m" / "model.yaml"
+    path.write_text(
+        f"schemaVersion: 1\nbuild:\n  contexts:\n    w: {context}\n    s: sneaky\n    ok: .\n"
+    )
+    spec = load_spec(path)
+    for name in ("w", "s"):
+        with pytest.raises(SpecError, match="is outside the model repository") as caught:
+            spec.context_dir(name)
+        assert caught.value.location is not None and caught.value.location.line in (4, 5)
+    assert spec.context_dir("ok") == repo / "models" / "m"
+    # the person running may allow a directory outside
+    monkeypatch.setenv("GGUF_HARNESS_CONTEXT_DIRS", str(outside))
+    assert spec.context_dir("s").resolve() == outside.resolve()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -66,6 +67,35 @@ class TreeSource:
         return found
 
 
+# Files that hold credentials: a second line of defence behind the contexts' own bounds, since a
+# layer, once published, is anyone's.
+_SECRET_NAMES = frozenset(
+    {".netrc", "_netrc", ".git-credentials", ".pypirc", ".npmrc", "shadow", "gshadow",
+     "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519"}
+)  # fmt: skip
+_SECRET_PATHS = (".docker/config.json", ".aws/credentials", ".kube/config", ".config/gh/hosts.yml")
+_PRIVATE_KEY = b"PRIVATE KEY-----"
+
+
+def _refuse_secret(relpath: str, path: Path, where: Location) -> None:
+    name = posixpath.basename(relpath)
+    what = None
+    if name in _SECRET_NAMES:
+        what = f"a credentials file ({name})"
+    elif any(relpath == s or relpath.endswith("/" + s) for s in _SECRET_PATHS):
+        what = "a credentials file"
+    elif path.stat().st_size <= 64 << 10:
+        with path.open("rb") as file:
+            if _PRIVATE_KEY in file.read(64 << 10):
+                what = "a private key"
+    if what is not None:
+        raise BuildError(
+            f"{relpath}: {what}; refusing to put it into an image layer (exclude it with"
+            " .ggufpackerignore or COPY --exclude)",
+            where,
+        )
+
+
 class DirectorySource:
     """A build context: files enter the store when named, minus the ignore file's patterns."""
 
@@ -98,6 +128,7 @@ class DirectorySource:
     def _match(self, relpath: str, exclude: tuple[str, ...], where: Location) -> Match:
         path = self._inside(relpath, where)
         if path.is_file():
+            _refuse_secret(relpath, path, where)
             return Match(relpath, False, {"": self._node(path)})
         files: dict[str, Node] = {}
         for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
@@ -110,6 +141,7 @@ class DirectorySource:
                     continue
                 self._inside(rel_to_root, where)
                 if full.is_file():
+                    _refuse_secret(rel_to_root, full, where)
                     files[str(full.relative_to(path))] = self._node(full)
             dirnames[:] = [
                 d for d in dirnames if not self._skip(str((base / d).relative_to(self.root)), ())

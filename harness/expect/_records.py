@@ -64,7 +64,44 @@ class Context:
             raise SpecError(
                 f"build context {self.name!r}: {found} is not a directory", self.location
             )
+        if self.kind != "package":
+            _inside_allowed(found, self)
         return found
+
+
+#: Directories outside the model repository that build contexts may name, separated by
+#: ``os.pathsep``: set by the person running the harness (the Action's ``contexts`` input),
+#: never by the model.yaml a pull request brings.
+ALLOWED_CONTEXTS_ENV = "GGUF_HARNESS_CONTEXT_DIRS"
+
+
+def repository_root(start: Path) -> Path:
+    """The git repository holding ``start`` (its nearest ancestor with ``.git``), else ``start``."""
+    here = start.resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return here
+
+
+def _inside_allowed(found: Path, context: Context) -> None:
+    """A model.yaml comes from a pull request: its contexts may only reach into the repository
+    (after ``..``, symlinks and ``$ENV``), or into a directory the person running allowed."""
+    real = found.resolve()
+    roots = [repository_root(context.base)]
+    roots += [
+        Path(d).expanduser().resolve()
+        for d in os.environ.get(ALLOWED_CONTEXTS_ENV, "").split(os.pathsep)
+        if d
+    ]
+    if any(real == root or root in real.parents for root in roots):
+        return
+    raise SpecError(
+        f"build context {context.name!r}: {real} is outside the model repository ({roots[0]}):"
+        f" refused, since a model.yaml may come from anyone; to allow it, list it in"
+        f" ${ALLOWED_CONTEXTS_ENV} where the harness runs",
+        context.location,
+    )
 
 
 def _package_directory(package: str, name: str, location: Location) -> Path:
