@@ -216,9 +216,25 @@ def test_run_passes_a_signal_on_and_leaves_no_server_behind(signum: int, when: s
         # SIGINT while loading is Ctrl-C: the harness says "interrupted" and exits 130
         assert process.wait(timeout=30) == 128 + signum
         assert not any(_alive(pid) for pid in servers)
+        # nor any other server on that port: none escaped while it was being started
+        time.sleep(0.2)
+        assert not [p for p in _pids() if f"--port\0{port}".encode() in _cmdline(p)]
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def _pids() -> list[int]:
+    return [
+        int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _alive(int(p.name))
+    ]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _is_server(pid: int) -> bool:

@@ -15,7 +15,7 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from ._memory import descendants
@@ -45,7 +45,11 @@ class ServerProcess:
         self.argv = tuple(argv)
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        with log_path.open("ab") as log:
+        self._lock = threading.Lock()
+        # A signal between the fork and the registration below would leave a server nobody
+        # stops (Ctrl-C or `kill` of `gguf-harness run` while it starts): hold them off until
+        # the process is known; they arrive right after.
+        with _signals_held(), log_path.open("ab") as log:
             self._popen = subprocess.Popen(
                 self.argv,
                 stdin=subprocess.DEVNULL,
@@ -53,11 +57,12 @@ class ServerProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=dict(env) if env is not None else None,
+                # the child inherits the held mask across exec: give it back its signals
+                preexec_fn=_release_signals,
             )
-        self.pid = self._popen.pid
-        self._lock = threading.Lock()
-        with _LIVE_LOCK:
-            _LIVE.add(self)
+            self.pid = self._popen.pid
+            with _LIVE_LOCK:
+                _LIVE.add(self)
 
     @property
     def returncode(self) -> int | None:
@@ -94,6 +99,25 @@ class ServerProcess:
             with _LIVE_LOCK:
                 _LIVE.discard(self)
             return self._popen.returncode
+
+
+_HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python runs signal handlers in the main thread only
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _release_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
 
 
 def _started(pid: int) -> str | None:
