@@ -718,3 +718,18 @@ def test_unpacked_modes_drop_setuid_and_world_write(tmp_path: Path) -> None:
     assert unpacked_mode(0o41777, directory=True) == 0o1777
     assert unpacked_mode(0o40777, directory=True) == 0o775
     assert unpacked_mode(0o6755, directory=True) == 0o755
+
+
+def test_a_decompression_bomb_layer_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    zeros = tmp_path / "zeros"
+    with zeros.open("wb") as out:
+        out.truncate(200 << 20)  # 200 MiB of zeros: gzip makes ~200 KiB of it (1000x)
+    out_dir = tmp_path / "layout"
+    _build(out_dir, [LayerEntry("/model.gguf", zeros)])
+    image = read_layout(out_dir, "latest")
+    assert image.layers[0].size < 1 << 20
+    dest = tmp_path / "x"
+    dest.mkdir()
+    with pytest.raises(OCIError, match="refused as a decompression bomb"):
+        extract(image, "/model.gguf", dest / "model.gguf")
+    assert list(dest.iterdir()) == []

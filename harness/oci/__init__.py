@@ -40,6 +40,7 @@ from ._seed import (
     parse_seed_config,
     seed_config,
 )
+from ._tarread import EXPANSION_FLOOR, MAX_EXPANSION
 
 __all__ = [
     "COMPRESSIONS",
@@ -47,7 +48,9 @@ __all__ = [
     "DOCKER_LAYER_GZIP",
     "DOCKER_MANIFEST",
     "DOCKER_MANIFEST_LIST",
+    "EXPANSION_FLOOR",
     "HISTORY_COMMENT",
+    "MAX_EXPANSION",
     "OCI_CONFIG",
     "OCI_INDEX",
     "OCI_LAYER",

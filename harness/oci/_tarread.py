@@ -27,6 +27,11 @@ __all__ = ["Chunks", "iter_layer"]
 
 _CHUNK = 1 << 20
 _KEEP = 2 * _CHUNK + 1024
+#: A layer bigger than EXPANSION_FLOOR uncompressed may not exceed MAX_EXPANSION times its
+#: compressed size: quantized weights compress to ~0.94, text to ~0.2; 100x is only reached by
+#: runs of zeros, i.e. a decompression bomb (docs/limits.md). The store applies the same caps.
+MAX_EXPANSION = 100.0
+EXPANSION_FLOOR = 64 << 20
 
 
 def _zstd_error() -> type[Exception]:
@@ -63,18 +68,30 @@ class _Hashing:
         return f"{self.hash.name}:{self.hash.hexdigest()}"
 
 
+class _Bomb(OCIError):
+    pass
+
+
 class _TarBytes(_Hashing):
     """The uncompressed tar, also keeping its last few chunks: tarfile stops quietly at a bad
-    header, so the bytes from where it stopped are checked to be the zero end-of-archive."""
+    header, so the bytes from where it stopped are checked to be the zero end-of-archive.
+    Reading past ``cap`` bytes is an error: the layer is a decompression bomb."""
 
-    def __init__(self, inner: _Readable, algorithm: str) -> None:
+    def __init__(self, inner: _Readable, algorithm: str, cap: int, what: str) -> None:
         super().__init__(inner, algorithm)
         self._recent: deque[tuple[int, bytes]] = deque()
         self._held = 0
+        self._cap = cap
+        self._what = what
 
     def read(self, size: int = -1, /) -> bytes:
         start = self.count
         data = super().read(size)
+        if self.count > self._cap:
+            raise _Bomb(
+                f"{self._what} expands past {self._cap} bytes ({MAX_EXPANSION:g}x its compressed"
+                " size): refused as a decompression bomb"
+            )
         if data:
             self._recent.append((start, data))
             self._held += len(data)
@@ -116,9 +133,12 @@ def iter_layer(
     check_blob_size(path, descriptor)
     algorithm = descriptor.digest.split(":", 1)[0]
     diff_algorithm = diff_id.split(":", 1)[0] if diff_id else "sha256"
+    cap = max(EXPANSION_FLOOR, int(MAX_EXPANSION * max(descriptor.size, 1)))
     with open(path, "rb") as raw:
         blob = _Hashing(raw, algorithm)
-        tar_bytes = _TarBytes(_decompressor(compression, blob), diff_algorithm)
+        tar_bytes = _TarBytes(
+            _decompressor(compression, blob), diff_algorithm, cap, f"layer {descriptor.digest}"
+        )
 
         def fail(exc: BaseException, at: int | None = None) -> OCIError:
             _raise_digest_mismatch(path, descriptor)

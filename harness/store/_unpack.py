@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
 
-from harness.oci import Descriptor
+from harness.oci import EXPANSION_FLOOR, MAX_EXPANSION, Descriptor
 
 from ._errors import StoreError, UnsafeLayerError
 from ._tarwrite import FsEntry, TarWriter, clean_name
@@ -45,8 +45,8 @@ class UnpackLimits:
     compress to ~0.94, text to ~0.2; 100x is only reached by runs of zeros); nor may any
     layer exceed ``max_bytes`` (default: the free space where it is unpacked)."""
 
-    max_ratio: float = 100.0
-    ratio_floor: int = 64 << 20
+    max_ratio: float = MAX_EXPANSION
+    ratio_floor: int = EXPANSION_FLOOR
     max_bytes: int | None = None
     max_entries: int = 100_000
 
