@@ -187,3 +187,25 @@ def test_a_registry_error_cannot_drive_the_terminal(hosts: tuple[Host, Host]) ->
     error = registry_error("GET", f"{registry.url}/v2/m/manifests/x", response, "m")
     assert "\x1b" not in str(error)
     assert "\\x1b[2J\\x1b[32mall checks passed" in str(error)
+
+
+def test_a_blob_that_always_answers_a_wrong_range_is_given_up(hosts: tuple[Host, Host]) -> None:
+    import hashlib
+    import io
+
+    from harness.distribution._download import fetch_blob
+    from harness.distribution._options import RetryPolicy
+    from harness.oci import Descriptor
+
+    registry, _ = hosts
+    data = b"x" * 100
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    registry.routes[f"/v2/m/blobs/{digest}"] = lambda r: (
+        206, {"Content-Range": "bytes 50-99/100"}, data[50:]
+    )  # fmt: skip
+    options = RegistryOptions(credentials=CREDS, retry=RetryPolicy(attempts=3, backoff=0.01))
+    client = Http(f"127.0.0.1:{registry.port}", options, "m")
+    descriptor = Descriptor("application/octet-stream", digest, len(data))
+    with pytest.raises(HarnessError, match=r"answers 206 with Content-Range 'bytes 50-99/100'"):
+        fetch_blob(client, "m", descriptor, io.BytesIO(), SCOPE)
+    assert len([r for r in registry.seen if "/blobs/" in r.path]) == 3

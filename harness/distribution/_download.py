@@ -10,6 +10,7 @@ from typing import BinaryIO
 
 from urllib3.exceptions import HTTPError
 
+from harness.errors import printable
 from harness.oci import Descriptor
 
 from ._errors import DigestError, RegistryError
@@ -44,10 +45,21 @@ def fetch_blob(
             out.truncate()
             digest, got = hashlib.new(algorithm), 0
         elif response.status == 206 and not _range_starts_at(response, got):
+            # A range we did not ask for: start over, but within the retry budget (a registry
+            # that always answers so would otherwise be asked forever).
+            content_range = printable(response.headers.get("Content-Range", "none"))
             response.release_conn()
+            failures += 1
+            if failures >= policy.attempts:
+                raise RegistryError(
+                    f"answers 206 with Content-Range {content_range!r} for a request from byte"
+                    f" {got} ({failures} attempts)",
+                    where,
+                )
             out.seek(start)
             out.truncate()
             digest, got = hashlib.new(algorithm), 0
+            time.sleep(policy.wait(failures - 1))
             continue
         elif response.status not in (200, 206):
             raise registry_error("GET", http.url(path), response, where)
