@@ -534,3 +534,30 @@ def test_allow_requantize_quantizes_a_quantized_file(tmp_path: Path, model_gguf:
     from harness.gguf import read_facts
 
     assert read_facts(out).file_type == "Q4_0"
+
+
+def test_an_archive_bomb_in_add_is_refused_streamed(tmp_path: Path, model_gguf: bytes) -> None:
+    import gzip as gz
+
+    bomb = io.BytesIO()
+    with gz.GzipFile(fileobj=bomb, mode="wb", compresslevel=9) as packed:
+        with tarfile.open(fileobj=packed, mode="w|") as tar:
+            info = tarfile.TarInfo("zeros.bin")
+            info.size = 300 << 20  # 300 MiB of zeros: ~300 KiB packed
+            tar.addfile(info, io.BytesIO(bytes(info.size)))
+    context = _context(
+        tmp_path,
+        "FROM scratch\nADD bomb.tar.gz /app/\n" + MODEL,
+        _files(**{"bomb.tar.gz": bomb.getvalue()}),
+        model_gguf,
+    )
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(BuildError, match=r"bomb\.tar\.gz: unpacks to more than \d+ bytes") as e:
+        build(BuildOptions(context=context, output=tmp_path / "out"))
+    assert e.value.location is not None and e.value.location.line == 2
+    # streamed: the process did not hold the 300 MiB member (or even the 64 MiB cap) in memory
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grown < 48 << 10  # KiB
+    assert not (tmp_path / "out").exists()

@@ -12,7 +12,7 @@ import posixpath
 import shutil
 import tarfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +24,7 @@ from harness.build._store import ContentStore
 from harness.build._tree import Node, Tree, clean_path, join
 from harness.errors import HarnessError, Location
 from harness.gguf import read_facts
-from harness.oci import HISTORY_COMMENT, Descriptor
+from harness.oci import EXPANSION_FLOOR, HISTORY_COMMENT, MAX_EXPANSION, Descriptor
 from harness.packerfile import (
     Add,
     Arg,
@@ -249,12 +249,30 @@ class Steps:
         key = step_key("ADD-unpack", node.digest)
         files = self.cache.get(key)
         if files is None:
-            files = self._unpack(blob, inst)
+            files = self._unpack(blob, match.path or inst.sources[0], inst)
             self.cache.put(key, files)
         return Match("", True, files)
 
-    def _unpack(self, blob: Path, inst: Add) -> dict[str, Node]:
+    def _unpack(self, blob: Path, name_written: str, inst: Add) -> dict[str, Node]:
         files: dict[str, Node] = {}
+        # An archive may expand as far as the image layers may (harness.oci's caps) and the
+        # disk allows: an archive bomb stops here, member by member, streamed.
+        budget = min(
+            max(EXPANSION_FLOOR, int(MAX_EXPANSION * blob.stat().st_size)),
+            shutil.disk_usage(self.store.root).free,
+        )
+        spent = 0
+
+        def spend(size: int) -> None:
+            nonlocal spent
+            spent += size
+            if spent > budget:
+                raise BuildError(
+                    f"{name_written}: unpacks to more than {budget} bytes ({MAX_EXPANSION:g}x the"
+                    " archive, or the free disk): refused",
+                    inst.location,
+                )
+
         try:
             with tarfile.open(blob) as archive:
                 for member in archive:
@@ -266,15 +284,15 @@ class Steps:
                     if member.isfile():
                         reader = archive.extractfile(member)
                         assert reader is not None
-                        node = self._bytes_node(reader.read())
-                        files[name] = replace(node, mode=member.mode & 0o7777)
+                        digest, size = self.store.put_stream(reader, spend)
+                        files[name] = Node(digest, size, member.mode & 0o7777)
                     elif not member.isdir():
                         raise BuildError(
                             f"archive member {member.name!r}: links and devices are not unpacked",
                             inst.location,
                         )
         except (tarfile.TarError, EOFError, OSError) as error:
-            raise BuildError(f"{blob.name}: cannot unpack: {error}", inst.location) from None
+            raise BuildError(f"{name_written}: cannot unpack: {error}", inst.location) from None
         return files
 
     # --- CONVERT / QUANTIZE ------------------------------------------------------------------

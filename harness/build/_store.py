@@ -12,7 +12,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 from harness._fs import atomic_write
 
@@ -84,6 +86,22 @@ class ContentStore:
         if not target.exists():
             atomic_write(target, data)
         return digest
+
+    def put_stream(self, reader: IO[bytes], chunk: Callable[[int], None]) -> tuple[str, int]:
+        """Store what ``reader`` yields, streamed (never whole in memory); ``chunk(n)`` is told
+        each piece's size first and may raise to stop. Returns (digest, size)."""
+        scratch = self.scratch()
+        try:
+            tmp = scratch / "in"
+            size = 0
+            with tmp.open("wb") as out:
+                while piece := reader.read(1 << 20):
+                    chunk(len(piece))
+                    size += len(piece)
+                    out.write(piece)
+            return self.adopt(tmp), size
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def adopt(self, tmp: Path) -> str:
         """Move a finished temporary file (a step's output) into the store."""
