@@ -540,11 +540,13 @@ def test_an_archive_bomb_in_add_is_refused_streamed(tmp_path: Path, model_gguf: 
     import gzip as gz
 
     bomb = io.BytesIO()
-    with gz.GzipFile(fileobj=bomb, mode="wb", compresslevel=9) as packed:
-        with tarfile.open(fileobj=packed, mode="w|") as tar:
-            info = tarfile.TarInfo("zeros.bin")
-            info.size = 300 << 20  # 300 MiB of zeros: ~300 KiB packed
-            tar.addfile(info, io.BytesIO(bytes(info.size)))
+    with (
+        gz.GzipFile(fileobj=bomb, mode="wb", compresslevel=9) as packed,
+        tarfile.open(fileobj=packed, mode="w|") as tar,
+    ):
+        info = tarfile.TarInfo("zeros.bin")
+        info.size = 300 << 20  # 300 MiB of zeros: ~300 KiB packed
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
     context = _context(
         tmp_path,
         "FROM scratch\nADD bomb.tar.gz /app/\n" + MODEL,
