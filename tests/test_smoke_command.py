@@ -259,3 +259,35 @@ def test_the_telling_line_of_a_server_log() -> None:
     llama_server = "0.00.029.250 E gguf_init_from_reader: invalid magic characters\n"
     assert server_error(llama_server) == "gguf_init_from_reader: invalid magic characters"
     assert server_error("x\nKeyError: 'y'\n") == "KeyError: 'y'"
+
+
+@pytest.mark.parametrize(
+    "extra_cmd",
+    [["--path", "/"], ["--slot-save-path", "/root"], ["-hf", "someone/model"],
+     ["--model-url", "http://127.0.0.1:9/x.gguf"], ["--rpc", "127.0.0.1:50052"]],
+)  # fmt: skip
+def test_an_image_cmd_cannot_hand_llama_server_a_host_path(
+    tmp_path: Path, extra_cmd: list[str]
+) -> None:
+    from harness.gguf import read_header
+    from harness.oci import LayerEntry, LayoutWriter, gguf_entry, image_config, seed_config
+    from tests.test_plugin import write_gguf
+
+    gguf = write_gguf(tmp_path / "m.gguf")
+
+    def image(name: str, cmd: list[str]) -> Path:
+        layout = tmp_path / name
+        with LayoutWriter(layout) as writer:
+            layer = writer.add_layer([LayerEntry("/m.gguf", gguf.read_bytes())])
+            entry = gguf_entry(read_header(gguf), "/m.gguf", 1)
+            config = image_config(seed_config(entry, cmd=cmd), [layer.diff_id], [], None)
+            writer.tag(writer.add_image(config, [layer]), "latest")
+        return layout
+
+    hostile = image("hostile", ["-m", "/m.gguf", *extra_cmd])
+    with pytest.raises(SmokeError, match="a place outside the image: not run"):
+        ServerCommand.from_layout(hostile, "latest", cache_dir=tmp_path / "cache")
+    # the person running may pass it deliberately
+    plain = image("plain", ["-m", "/m.gguf"])
+    command = ServerCommand.from_layout(plain, "latest", extra_cmd, cache_dir=tmp_path / "c2")
+    assert command.host_args()[-len(extra_cmd) :] == tuple(extra_cmd)

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.build import BuildResult, cache_root
-from harness.errors import Location
+from harness.errors import Location, printable
 from harness.oci import Image, OCIError, SeedConfig, extract, parse_seed_config, read_layout
 from harness.packerfile import cmd_file_args
 from harness.store import Store, StoredModel
+from harness.toolchain import ServerArgsError, parse_server_args, server_option
 
 from ._errors import SmokeError
 
@@ -179,7 +180,31 @@ def _command(
     entries = [seed.model, seed.drafter, seed.projector, *seed.adapters]
     paths = {e.cmd_index for e in entries if e is not None and e.cmd_value}
     paths |= {f.index for f in cmd_file_args(cmd)}
+    _refuse_host_paths(source, cmd, paths)
     return _assemble(source, [*cmd, *extra], tuple(sorted(paths)), root, digest, (None, None))
+
+
+# Value hints of llama-server's options that name a place on the host or the network.
+_PLACES = ("FNAME", "FILE", "PATH", "DIR", "URL", "<model>", "SERVERS")
+
+
+def _refuse_host_paths(source: str, cmd: Sequence[str], rewritten: set[int]) -> None:
+    """An image's Cmd is anyone's: every file it gives llama-server must be one the image carries
+    (rewritten under the image's root). A path the harness would hand to llama-server as it is
+    (``--path /``, ``--log-file ~/.bashrc``, ``--slot-save-path``, ``-hf``, ``--model-url``) is
+    refused; the person running may still pass such options after ``--``."""
+    try:
+        parsed = parse_server_args(cmd)
+    except ServerArgsError as error:
+        raise SmokeError(f"{source}: the image's Cmd: {error}") from None
+    for arg in parsed.args:
+        hint = server_option(arg.key).value_hint or ""
+        if arg.values and any(p in hint for p in _PLACES) and arg.index + 1 not in rewritten:
+            raise SmokeError(
+                f"{source}: the image's Cmd gives {printable(arg.name)}"
+                f" {printable(' '.join(arg.values))}, a place outside the image: not run"
+                " (pass it yourself after -- if you mean it)"
+            )
 
 
 def _needed(seed: SeedConfig) -> list[str]:
