@@ -446,12 +446,12 @@ def test_escape_directive_backtick_escapes_dollars_too() -> None:
 def test_cmd_strings_keep_their_quotes_and_backslashes() -> None:
     built = planned(
         "ARG T=\"{{ 'x' }}\"\nFROM scratch\n"
-        'CMD ["-m", "m.gguf", "--chat-template", "${T}", "--x", "\'lit\' \\\\n \\\\$T"]\n'
+        'CMD ["-m", "m.gguf", "--chat-template", "${T}", "-a", "\'lit\' \\\\n \\\\$T"]\n'
     )
     assert built.cmd is not None
-    assert built.cmd.args[3:] == ("{{ 'x' }}", "--x", "'lit' \\n $T")
+    assert built.cmd.args[3:] == ("{{ 'x' }}", "-a", "'lit' \\n $T")
     assert built.cmd.created_by == (
-        'CMD ["-m", "m.gguf", "--chat-template", "{{ \'x\' }}", "--x", "\'lit\' \\\\n $T"]'
+        'CMD ["-m", "m.gguf", "--chat-template", "{{ \'x\' }}", "-a", "\'lit\' \\\\n $T"]'
     )
 
 

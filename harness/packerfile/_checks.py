@@ -203,6 +203,8 @@ def _check_cmd(cmd: Cmd, sink: Sink, final: bool) -> None:
 
 def check_model(cmd: Cmd, sink: Sink) -> None:
     """The CMD that takes effect must name the main model (``-m``/``--model``)."""
+    if not cmd.args[0].startswith("-") or scan_cmd(cmd.args)[2]:
+        return  # a CMD llama-server would refuse: _check_cmd has said why
     if cmd.model is None:
         sink.error(
             'command must point out the main model: add "-m", "<file>.gguf" to CMD',
