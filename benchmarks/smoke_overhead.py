@@ -34,8 +34,7 @@ QUESTION = [
     {"role": "user", "content": "What is the capital of France?"},
 ]
 REQUEST = {"messages": QUESTION, "max_tokens": 16, "temperature": 0, "seed": 42}
-# This machine's CPUs advertise AMX but fault on it: both sides run with --no-repack.
-SERVER_ARGS = ["--no-repack", "-c", "2048", "-t", "1", "-tb", "1"]
+SERVER_ARGS = ["-c", "2048", "-t", "1", "-tb", "1"]
 PACKERFILE = """\
 FROM scratch
 COPY --from=smollm2 SmolLM2-135M-Instruct.Q4_1.gguf /models/
@@ -86,7 +85,7 @@ def by_hand(argv: list[str], port: int, health: str, log: Path) -> tuple[float, 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--runner", default="llama-cpp-python")
+    parser.add_argument("--runner", default="llama-server")
     args = parser.parse_args()
     gguf = smollm2_path()
     if gguf is None:
