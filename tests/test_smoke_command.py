@@ -6,8 +6,11 @@ commands are the ones real images give. Nothing here runs a server.
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -291,3 +294,19 @@ def test_an_image_cmd_cannot_hand_llama_server_a_host_path(
     plain = image("plain", ["-m", "/m.gguf"])
     command = ServerCommand.from_layout(plain, "latest", extra_cmd, cache_dir=tmp_path / "c2")
     assert command.host_args()[-len(extra_cmd) :] == tuple(extra_cmd)
+
+
+def test_a_process_tree_is_found_alike_by_children_lists_and_by_a_scan() -> None:
+    import subprocess
+
+    from harness.smoke._memory import _descendants_by_children, _descendants_by_scan
+
+    process = subprocess.Popen(["sh", "-c", "sleep 5 & sleep 5 & wait"], start_new_session=True)
+    try:
+        time.sleep(0.3)
+        by_children = sorted(_descendants_by_children(process.pid))
+        assert len(by_children) == 3
+        assert by_children == sorted(_descendants_by_scan(process.pid))
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -31,7 +31,16 @@ class MemoryPeak:
 
 
 def descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it, from /proc's parent links."""
+    """``pid`` and every process below it: from each thread's ``children`` list where the kernel
+    keeps one (a few small reads; a server rarely has children), else from /proc's parent
+    links (a read of every process's stat: sampled every 50 ms, that costs a loaded 2-core
+    machine a fifth of a smoke run's speed)."""
+    if Path(f"/proc/{pid}/task/{pid}/children").exists():
+        return _descendants_by_children(pid)
+    return _descendants_by_scan(pid)
+
+
+def _descendants_by_scan(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -49,6 +58,24 @@ def descendants(pid: int) -> list[int]:
         current = todo.pop()
         found.append(current)
         todo.extend(children.get(current, ()))
+    return found
+
+
+def _descendants_by_children(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                text = Path(f"/proc/{current}/task/{task}/children").read_text()
+            except OSError:
+                continue
+            todo.extend(int(child) for child in text.split())
     return found
 
 
