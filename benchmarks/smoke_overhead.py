@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from harness.build import BuildOptions, BuildResult, build
+from harness.builder import BuildOptions, BuildResult, build
 from harness.smoke import ServerCommand, dry_run, free_port, runner_for, start
 from tests.gguf_files import smollm2_path
 

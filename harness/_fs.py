@@ -1,4 +1,4 @@
-"""Writes that never leave a half-written file behind."""
+"""Where the harness keeps what it can rebuild, and writes that never leave half a file behind."""
 
 from __future__ import annotations
 
@@ -6,7 +6,20 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["CACHE_ENV", "atomic_write", "cache_root"]
+
+#: Root of everything the harness caches (builds, unpacked images, llama.cpp's programs).
+CACHE_ENV = "GGUF_HARNESS_CACHE"
+
+
+def cache_root() -> Path:
+    """``$GGUF_HARNESS_CACHE``, else ``$XDG_CACHE_HOME/gguf-harness``, else
+    ``~/.cache/gguf-harness``: the one rule, for every cache of the harness."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base, "gguf-harness")
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:

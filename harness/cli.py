@@ -17,7 +17,7 @@ from rich.table import Table
 
 from harness import __version__
 from harness.action import matrix, run_action
-from harness.build import BuildOptions, build_with
+from harness.builder import BuildOptions, build_with
 from harness.distribution import RegistryOptions, push_layout
 from harness.errors import HarnessError, UsageError
 from harness.estimate import Estimate, estimate_run

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.build import BuildOptions, BuildResult, build_with, cache_root
+from harness.builder import BuildOptions, BuildResult, build_with, cache_root
 from harness.errors import ArtifactError, HarnessError
 from harness.estimate import Budget, BudgetResult, RunSettings, estimate, evaluate_budget
 from harness.expect import ModelSpec, Section, Subject, Variant

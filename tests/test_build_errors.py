@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.build import BuildError, BuildOptions, build
+from harness.builder import BuildError, BuildOptions, build
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.oci import (

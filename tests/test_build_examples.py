@@ -33,9 +33,9 @@ from typing import Any
 
 import pytest
 
-import harness.build._native as native
-import harness.build._steps as steps
-from harness.build import LLAMA_CPP_LABEL, BuildError, BuildOptions, BuildResult, build
+import harness.builder._native as native
+import harness.builder._steps as steps
+from harness.builder import LLAMA_CPP_LABEL, BuildError, BuildOptions, BuildResult, build
 from harness.gguf import read_header
 from harness.oci import (
     COMPRESSIONS,

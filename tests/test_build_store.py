@@ -7,7 +7,9 @@ import os
 import re
 from pathlib import Path
 
-from harness.build._store import ContentStore
+import pytest
+
+from harness.builder._store import ContentStore
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -53,3 +55,17 @@ def test_remembered_digests_survive_a_new_process(tmp_path: Path) -> None:
     store.save()
     again = ContentStore(tmp_path / "store")
     assert again.digest_of(source) == digest
+
+
+def test_one_cache_root_for_every_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from harness._fs import cache_root
+    from harness.toolchain import cache_dir
+
+    monkeypatch.delenv("GGUF_HARNESS_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root() == cache_dir() == tmp_path / "xdg" / "gguf-harness"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_root() == cache_dir() == tmp_path / "home" / ".cache" / "gguf-harness"
+    monkeypatch.setenv("GGUF_HARNESS_CACHE", str(tmp_path / "mine"))
+    assert cache_root() == cache_dir() == tmp_path / "mine"

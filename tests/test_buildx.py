@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from harness.build import (
+from harness.builder import (
     BuildError,
     BuildOptions,
     BuildResult,
@@ -39,7 +39,7 @@ from harness.build import (
     build_with,
     build_with_buildx,
 )
-from harness.build._docker_archive import import_archive
+from harness.builder._docker_archive import import_archive
 from harness.oci import Image, files, read_layout
 from harness.oci._tarread import iter_layer
 from tests.gguf_files import smollm2_path, write_model

@@ -1,6 +1,6 @@
 """Interop with a real Docker engine: the seed's "Refer Model" scenario with our native builder.
 
-A model image built by ``harness.build.build`` (an OCI layout) is loaded into a private dockerd
+A model image built by ``harness.builder.build`` (an OCI layout) is loaded into a private dockerd
 (tests/services.py) with skopeo, and then referred to from plain Dockerfiles that dockerd 20.10
 builds with BuildKit: ``FROM <model image>`` (the seed's Dockerfile.infer, less its RUN: a model
 image has no shell) and ``COPY --from=<model image>``, locally and through our own registry. The
@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from harness.build import BuildOptions, build
+from harness.builder import BuildOptions, build
 from tests.services import Dockerd, Registry
 
 pytestmark = pytest.mark.component("dockerd")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness.build import BuildOptions, build
+from harness.builder import BuildOptions, build
 from harness.oci import read_layout
 from harness.publish import (
     DMR_CONFIG,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.build import BuildOptions, build
+from harness.builder import BuildOptions, build
 from harness.distribution import (
     RegistryClient,
     RegistryOptions,

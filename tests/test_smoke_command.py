@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.build import BuildOptions, BuildResult, build
+from harness.builder import BuildOptions, BuildResult, build
 from harness.smoke import (
     DEFAULT_IMAGE,
     DockerRunner,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.build import BuildOptions, build
+from harness.builder import BuildOptions, build
 from harness.gguf import read_header
 from harness.oci import LayerEntry, LayoutWriter, gguf_entry, image_config, seed_config
 from harness.smoke import (

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from harness.build import BuildOptions, BuildResult, build
+from harness.builder import BuildOptions, BuildResult, build
 from harness.smoke import (
     Runner,
     Server,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.build import BuildOptions, build
+from harness.builder import BuildOptions, build
 from harness.gguf import read_header
 from harness.oci import LayerEntry, LayoutWriter, read_layout
 from harness.store import ModelRow, Store, StoreError, store_root

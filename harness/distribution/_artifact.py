@@ -1,6 +1,6 @@
 """What a push sends: a manifest (or index) as exact bytes, and where each blob it needs lies.
 
-``Artifact.from_layout`` reads one from an OCI image layout (what ``harness.build`` writes);
+``Artifact.from_layout`` reads one from an OCI image layout (what ``harness.builder`` writes);
 ``Artifact.manifest`` builds one from descriptors (what ``harness.publish`` converts to). The
 bytes are canonical JSON, so the same content always has the same digest: a re-push of an
 unchanged model finds everything in place and sends nothing.

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.build import BuildResult, cache_root
+from harness.builder import BuildResult, cache_root
 from harness.errors import Location, printable
 from harness.oci import Image, OCIError, SeedConfig, extract, parse_seed_config, read_layout
 from harness.packerfile import cmd_file_args

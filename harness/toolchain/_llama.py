@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from harness._fs import CACHE_ENV, cache_root
+
 from ._errors import ToolchainError
 
 __all__ = [
@@ -37,8 +39,6 @@ __all__ = [
     "sdist_archive",
 ]
 
-#: Root of everything the harness caches; default ``~/.cache/gguf-harness``.
-CACHE_ENV = "GGUF_HARNESS_CACHE"
 #: A local llama-cpp-python sdist (.tar.gz) to unpack instead of asking pip for one (offline use).
 SDIST_ENV = "GGUF_HARNESS_LLAMA_CPP_SDIST"
 
@@ -131,9 +131,8 @@ def _c_string(lib: ctypes.CDLL, name: str) -> str:
 
 
 def cache_dir() -> Path:
-    configured = os.environ.get(CACHE_ENV)
-    root = Path(configured) if configured else Path.home() / ".cache" / "gguf-harness"
-    return root.expanduser()
+    """The harness's cache root (``harness._fs.cache_root``)."""
+    return cache_root()
 
 
 def converter_commit(directory: Path) -> str | None:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from harness.build._errors import BuildError
-from harness.build._store import ContentStore
-from harness.build._tree import Node, Tree, clean_path
+from harness.builder._errors import BuildError
+from harness.builder._store import ContentStore
+from harness.builder._tree import Node, Tree, clean_path
 from harness.errors import Location
 from harness.packerfile import IgnoreMatcher
 

@@ -6,10 +6,10 @@ rebuild free, and images that are what GGUF Packer's BuildKit frontend produces.
 ``build_with`` picks one of the two (flag, then $GGUF_HARNESS_BUILDER, then model.yaml).
 """
 
-from harness.build._buildx import DEFAULT_FRONTEND, build_with, build_with_buildx
-from harness.build._errors import BuildError
-from harness.build._native import LLAMA_CPP_LABEL, BuildOptions, BuildResult, build
-from harness.build._store import cache_root
+from harness.builder._buildx import DEFAULT_FRONTEND, build_with, build_with_buildx
+from harness.builder._errors import BuildError
+from harness.builder._native import LLAMA_CPP_LABEL, BuildOptions, BuildResult, build
+from harness.builder._store import cache_root
 
 __all__ = [
     "DEFAULT_FRONTEND",

@@ -16,20 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from harness._fs import atomic_write
+from harness._fs import atomic_write, cache_root
 
 __all__ = ["ContentStore", "cache_root"]
 
 _CHUNK = 1 << 20
-
-
-def cache_root() -> Path:
-    """Where the harness keeps what it can rebuild: ``$GGUF_HARNESS_CACHE`` or ~/.cache."""
-    explicit = os.environ.get("GGUF_HARNESS_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base, "gguf-harness")
 
 
 class ContentStore:

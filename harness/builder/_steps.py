@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from harness.build._cache import StepCache, step_key
-from harness.build._errors import BuildError
-from harness.build._fetch import download, git_clone, url_basename
-from harness.build._sources import DirectorySource, Match, Source, TreeSource
-from harness.build._store import ContentStore
-from harness.build._tree import Node, Tree, clean_path, join
+from harness.builder._cache import StepCache, step_key
+from harness.builder._errors import BuildError
+from harness.builder._fetch import download, git_clone, url_basename
+from harness.builder._sources import DirectorySource, Match, Source, TreeSource
+from harness.builder._store import ContentStore
+from harness.builder._tree import Node, Tree, clean_path, join
 from harness.errors import HarnessError, Location
 from harness.gguf import read_facts
 from harness.oci import EXPANSION_FLOOR, HISTORY_COMMENT, MAX_EXPANSION, Descriptor

@@ -15,13 +15,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.build._cache import StepCache, step_key
-from harness.build._errors import BuildError
-from harness.build._images import BaseImages
-from harness.build._sources import DirectorySource, Source, TreeSource
-from harness.build._steps import BaseLayer, Change, StageState, Steps
-from harness.build._store import ContentStore, cache_root
-from harness.build._tree import Tree, clean_path
+from harness.builder._cache import StepCache, step_key
+from harness.builder._errors import BuildError
+from harness.builder._images import BaseImages
+from harness.builder._sources import DirectorySource, Source, TreeSource
+from harness.builder._steps import BaseLayer, Change, StageState, Steps
+from harness.builder._store import ContentStore, cache_root
+from harness.builder._tree import Tree, clean_path
 from harness.errors import Location
 from harness.gguf import read_header
 from harness.oci import (

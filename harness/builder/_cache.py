@@ -15,8 +15,8 @@ from typing import Any
 
 from harness import __version__
 from harness._fs import atomic_write
-from harness.build._store import ContentStore
-from harness.build._tree import Node
+from harness.builder._store import ContentStore
+from harness.builder._tree import Node
 
 __all__ = ["StepCache", "step_key"]
 

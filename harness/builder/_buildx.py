@@ -33,10 +33,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from harness.build._docker_archive import import_archive
-from harness.build._errors import BuildError
-from harness.build._native import BuildOptions, BuildResult, build
-from harness.build._store import cache_root
+from harness.builder._docker_archive import import_archive
+from harness.builder._errors import BuildError
+from harness.builder._native import BuildOptions, BuildResult, build
+from harness.builder._store import cache_root
 from harness.errors import Location
 from harness.oci import Image, OCIError, extract, read_layout
 from harness.packerfile import cmd_roles, find_packerfile
