@@ -563,3 +563,22 @@ def test_an_archive_bomb_in_add_is_refused_streamed(tmp_path: Path, model_gguf: 
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
     assert grown < 48 << 10  # KiB
     assert not (tmp_path / "out").exists()
+
+
+def test_a_named_context_has_its_ignore_file_too(tmp_path: Path, model_gguf: bytes) -> None:
+    # A credentials file in a named context, left out by that context's .dockerignore: the
+    # build goes through without it (and would refuse it otherwise).
+    named = tmp_path / "weights"
+    (named / "home").mkdir(parents=True)
+    (named / "home" / ".netrc").write_text("machine r login u password p")
+    (named / "home" / "notes.txt").write_text("ok")
+    context = _context(
+        tmp_path, "FROM scratch\nCOPY --from=w home /app/\n" + MODEL, None, model_gguf
+    )
+    with pytest.raises(BuildError, match="a credentials file"):
+        build(BuildOptions(context=context, output=tmp_path / "out1", contexts={"w": named}))
+    (named / ".dockerignore").write_text("**/.netrc\n")
+    build(BuildOptions(context=context, output=tmp_path / "out2", contexts={"w": named}))
+    assert sorted(files(read_layout(tmp_path / "out2"))) == [
+        "/app", "/app/notes.txt", "/model.gguf",
+    ]  # fmt: skip

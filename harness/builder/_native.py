@@ -119,7 +119,9 @@ class _Builder:
             "the build context", options.context, store, load_ignore(options.context)
         )
         self.named: dict[str, Source] = {
-            name: DirectorySource(f"build context {name!r}", Path(directory), store, None)
+            name: DirectorySource(
+                f"build context {name!r}", Path(directory), store, load_ignore(directory)
+            )
             for name, directory in options.contexts.items()
         }
         self.used_llama_cpp = False

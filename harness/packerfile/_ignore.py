@@ -22,6 +22,7 @@ from harness.packerfile._errors import PackerfileError, raise_problems
 __all__ = ["IGNORE_FILE", "IgnoreMatcher", "IgnorePattern", "load_ignore", "parse_ignore"]
 
 IGNORE_FILE = ".ggufpackerignore"
+DOCKER_IGNORE_FILE = ".dockerignore"
 
 
 @dataclass(frozen=True)
@@ -152,17 +153,21 @@ def parse_ignore(text: str, path: str = IGNORE_FILE) -> IgnoreMatcher:
 
 
 def load_ignore(context_dir: str | os.PathLike[str]) -> IgnoreMatcher:
-    """The context's ``.ggufpackerignore``; a matcher that ignores nothing when there is none."""
+    """A context's ``.ggufpackerignore``, else its ``.dockerignore`` (what BuildKit reads, so
+    the native and the buildx builder leave out the same files); a matcher that ignores nothing
+    when there is neither. Every directory context has one: the main and each named one."""
     context = Path(context_dir)
     if not context.is_dir():
         raise UsageError(f"build context {context} is not a directory")
     file = context / IGNORE_FILE
+    if not file.is_file():
+        file = context / DOCKER_IGNORE_FILE
     if not file.is_file():
         return IgnoreMatcher()
     try:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         raise PackerfileError(
-            f"{IGNORE_FILE} is not UTF-8 text", Location(file, offset=err.start), code="encoding"
+            f"{file.name} is not UTF-8 text", Location(file, offset=err.start), code="encoding"
         ) from None
     return parse_ignore(text, str(file))
