@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["CACHE_ENV", "atomic_write", "cache_root"]
+__all__ = ["CACHE_ENV", "atomic_write", "cache_root", "ensure_room"]
 
 #: Root of everything the harness caches (builds, unpacked images, llama.cpp's programs).
 CACHE_ENV = "GGUF_HARNESS_CACHE"
@@ -39,3 +39,20 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def ensure_room(where: str | os.PathLike[str], needed: int, what: str) -> None:
+    """Refuse, before anything is written, to write ``needed`` bytes where there is less free
+    space: one line with the figures (needed, free, where)."""
+    import shutil
+
+    from harness.errors import HarnessError
+
+    path = Path(where)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    free = shutil.disk_usage(path).free
+    if needed > free:
+        raise HarnessError(
+            f"not enough disk for {what}: {needed} bytes needed, {free} free in {path}"
+        )

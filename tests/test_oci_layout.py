@@ -733,3 +733,24 @@ def test_a_decompression_bomb_layer_is_refused_and_leaves_nothing(tmp_path: Path
     with pytest.raises(OCIError, match="refused as a decompression bomb"):
         extract(image, "/model.gguf", dest / "model.gguf")
     assert list(dest.iterdir()) == []
+
+
+def test_a_layer_that_cannot_fit_the_disk_is_refused_before_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+    from collections import namedtuple
+
+    from harness.errors import HarnessError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, 1 << 30, 4 << 20))
+    big = tmp_path / "big"
+    with big.open("wb") as out:
+        out.truncate(16 << 20)
+    out_dir = tmp_path / "layout"
+    with pytest.raises(HarnessError, match=r"not enough disk for the layer: \d+ bytes needed, "
+                       r"4194304 free in "), LayoutWriter(out_dir) as writer:  # fmt: skip
+        writer.add_layer([LayerEntry("/m.gguf", big)])
+    leftovers = [p for p in out_dir.rglob("*") if p.is_file() and "blobs" in p.parts]
+    assert leftovers == []

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
+from harness._fs import ensure_room
 from harness.errors import Location
 
 from ._errors import OCIError
@@ -160,10 +161,13 @@ class LayoutWriter:
         level: int | None = None,
         mtime: int | None = None,
     ) -> Layer:
-        """Write a reproducible tar layer of ``entries`` (see LayerEntry) and store it."""
+        """Write a reproducible tar layer of ``entries`` (see LayerEntry) and store it; a layer
+        that cannot fit the free disk is refused before a byte is written."""
         if compression not in COMPRESSIONS:
             raise OCIError(f"unknown layer compression {compression!r} (gzip, zstd or none)")
+        entries = list(entries)
         blobs = self._blobs()
+        ensure_room(blobs, _layer_bound(entries), "the layer")
         fd, tmp_name = _new_file(blobs)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -300,6 +304,20 @@ def _swap_in(tmp: Path, target: Path) -> None:
         raise
     _fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _layer_bound(entries: Sequence[LayerEntry]) -> int:
+    """An upper bound of a layer's blob: its files, a header per file and the tar's padding;
+    compression only shrinks it (incompressible data grows by under 0.1 %)."""
+    size = 0
+    for entry in entries:
+        data = entry.source
+        try:
+            n = len(data) if isinstance(data, bytes) else os.stat(data).st_size
+        except OSError:
+            n = 0  # writing it says what is wrong with it
+        size += 1024 + n + n // 512
+    return size + (1 << 20)
 
 
 def _new_file(directory: Path) -> tuple[int, str]:
