@@ -30,6 +30,8 @@ _pipeline_key = pytest.StashKey[Pipeline]()
 _report_key = pytest.StashKey[Report]()
 _outcome_key = pytest.StashKey["Outcome"]()
 _specs_key = pytest.StashKey[dict[str, ModelSpec]]()
+# Every check collected per model (before -k, --deselect or --only): publishing needs them all.
+_collected_key = pytest.StashKey[dict[str, list[str]]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -68,6 +70,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[_pipeline_key] = Pipeline(Path(config.getoption("--harness-out")))
     config.stash[_report_key] = Report()
+    config.stash[_collected_key] = {}
     config.stash[_specs_key] = {}
 
 
@@ -355,6 +358,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    if isinstance(item, ModelItem):
+        collected = item.config.stash[_collected_key]
+        collected.setdefault(str(item.spec.path), []).append(item.nodeid)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -408,6 +417,18 @@ def _publish_all(config: pytest.Config, report: Report) -> bool:
     for path, record in report.models.items():
         spec = config.stash[_specs_key].get(path)
         if spec is None:
+            continue
+        # A gate nobody bypasses by accident: -k, --deselect or -x leave checks unrun, and a
+        # model is published only when every one of its checks ran and passed in this run.
+        ran = {item.id for item in record.items}
+        unrun = [i for i in config.stash[_collected_key].get(path, []) if i not in ran]
+        if unrun:
+            shown = ", ".join(i.split("::", 1)[-1] for i in unrun[:5])
+            more = f" and {len(unrun) - 5} more" if len(unrun) > 5 else ""
+            record.publish = {
+                "published": False,
+                "reason": f"not published: {len(unrun)} of its checks did not run ({shown}{more})",
+            }
             continue
         try:
             artifact = config.stash[_pipeline_key].artifact(spec)

@@ -288,3 +288,25 @@ def test_publish_goes_to_the_registry_the_action_names(
     # The JSON report rides along as a referrer: distribution 2.8 has no referrers API, so
     # through the tag-schema fallback (a sha256-<digest of the image> tag).
     assert status == 200 and tags[0] == "latest" and tags[1].startswith("sha256-")
+
+
+@pytest.mark.parametrize(
+    "narrowing", [["-k", "architecture"], ["--deselect", "good/model.yaml::expect::name"]]
+)
+def test_publish_needs_every_check_of_the_model_to_have_run(
+    tiny: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, narrowing: list[str]
+) -> None:
+    monkeypatch.setenv("GGUF_HARNESS_CACHE", str(tiny.path / "cache"))
+    directory = tiny.path / "good"
+    directory.mkdir()
+    (directory / "GGUFPackerfile").write_text(
+        'FROM scratch\nCOPY tiny.gguf /models/\nCMD ["-m", "/models/tiny.gguf"]\n'
+    )
+    (directory / "tiny.gguf").hardlink_to(tiny.path / "tiny.gguf")
+    (directory / "model.yaml").write_text(
+        "schemaVersion: 1\nname: good\nexpect:\n  architecture: llama\n  name: Tiny Test\n"
+    )
+    result = tiny.runpytest("--publish", *narrowing)
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["good: not published: 1 of its checks did not run (expect::name)"])
+    assert not (tiny.path / "out" / "published" / "good").exists()
