@@ -22,15 +22,18 @@ def cache_root() -> Path:
     return Path(base, "gguf-harness")
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place.
 
-    A reader sees either the old file or the complete new one, also after a crash or kill.
+    A reader sees either the old file or the complete new one, also after a crash or kill. The
+    file gets ``mode`` (a temporary file is created 0600, which a report or a cache entry that
+    others read must not keep).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as out:
             out.write(data)
             out.flush()

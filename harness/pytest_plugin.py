@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from harness.action import select
-from harness.errors import HarnessError, Location, UsageError
+from harness.errors import HarnessError, Location, SpecError, UsageError
 from harness.expect import Check, ModelSpec, evaluate, load_spec
 from harness.pipeline import Pipeline, budgets_of, check_memory, estimated_ram, publish_model
 from harness.report import ItemRecord, Report
@@ -98,14 +98,28 @@ class ModelFile(pytest.File):
         for mark in spec.marks:
             self.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
             self.add_marker(mark)
-        yield from _tree(self, spec, list(spec.checks), depth=0)
-        yield from _budget_items(self, spec)
-        yield from _smoke_items(self, spec)
+        items = [
+            *_tree(self, spec, list(spec.checks), depth=0),
+            *_budget_items(self, spec),
+            *_smoke_items(self, spec),
+        ]
+        if not items:
+            # Nothing to check is no pass: say what is missing instead of pytest's silent exit 5.
+            raise SpecError(_NO_CHECKS, Location(_display_path(self.path), 1))
+        yield from items
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, HarnessError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
+
+
+_NO_CHECKS = (
+    "no checks: a model.yaml needs at least one of expect:, memory: budgets or smoke: checks."
+    " The smallest useful one: 'schemaVersion: 1', 'source: {gguf: model.gguf}' and"
+    " 'expect: {architecture: llama}' (or `gguf-harness inspect model.gguf` for the facts to"
+    " expect)"
+)
 
 
 class CheckGroup(pytest.Collector):
@@ -451,7 +465,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     for model in models:
         assert model.publish is not None
         for item in model.publish.get("items") or []:
-            state = "pushed" if item["changed"] else "unchanged"
+            written = "written" if str(item["reference"]).startswith("oci:") else "pushed"
+            state = written if item["changed"] else "unchanged"
             terminalreporter.line(f"{model.name}: {item['reference']} {item['digest']} ({state})")
         if not model.publish["published"]:
             terminalreporter.line(f"{model.name}: {model.publish['reason']}")

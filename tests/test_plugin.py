@@ -248,10 +248,11 @@ def test_publish_pushes_only_models_whose_every_item_passed(
     report_path = tiny.path / "report.json"
     result = tiny.runpytest("--publish", f"--harness-report={report_path}")
     result.assert_outcomes(passed=1, failed=1)
+    assert report_path.stat().st_mode & 0o777 == 0o644  # others (CI steps, people) read it
     result.stdout.fnmatch_lines(["*gguf-harness publish*"])
     result.stdout.fnmatch_lines_random(
         [
-            "good: oci:out/published/good:latest sha256:* (pushed)",
+            "good: oci:out/published/good:latest sha256:* (written)",
             "bad: not published: 1 of 1 checks did not pass (bad/model.yaml::expect::architecture)",
         ]
     )
@@ -310,3 +311,12 @@ def test_publish_needs_every_check_of_the_model_to_have_run(
     result.assert_outcomes(passed=1, deselected=1)
     result.stdout.fnmatch_lines(["good: not published: 1 of its checks did not run (expect::name)"])
     assert not (tiny.path / "out" / "published" / "good").exists()
+
+
+def test_a_model_yaml_with_no_checks_says_what_is_missing(pytester: pytest.Pytester) -> None:
+    pytester.makefile(".yaml", model="schemaVersion: 1\nname: empty\nsource: {gguf: m.gguf}\n")
+    result = pytester.runpytest()
+    assert result.ret == pytest.ExitCode.INTERRUPTED  # a collection error, not exit 5
+    result.stdout.fnmatch_lines(
+        ["*model.yaml:1: no checks: a model.yaml needs at least one of expect:, memory: budgets*"]
+    )
