@@ -41,7 +41,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if words[:1] in (["run"], ["smoke"]) and "--" in words:
         cut = words.index("--")
         words, server_args = words[:cut], words[cut + 1 :]
-    args = parser.parse_args(words)
+    if words[:1] == ["test"]:
+        # everything after `test` is pytest's, --help included (argparse would take options)
+        args = argparse.Namespace(run=_test, pytest_args=words[1:])
+    else:
+        args = parser.parse_args(words)
     if server_args:
         args.server_args = [*args.server_args, *server_args]
     try:
@@ -177,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
         "test",
         help="run every model's checks with pytest (extra arguments go to pytest)",
         description="Runs pytest with the gguf-harness plugin; exit codes are pytest's.",
+        add_help=False,  # --help goes to _test: the plugin's own options, then pytest's
     )
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="[PATH] [PYTEST ARG]")
     test.set_defaults(run=_test)
@@ -505,7 +510,18 @@ def _say(message: str) -> None:
 def _test(args: argparse.Namespace) -> int:
     # A fresh interpreter: pytest must import the plugin (and rewrite asserts) itself, which it
     # cannot do for modules this process has already imported.
-    return subprocess.call([sys.executable, "-m", "pytest", *args.pytest_args])
+    command = [sys.executable, "-m", "pytest", *args.pytest_args]
+    if {"-h", "--help"} & set(args.pytest_args):
+        usage = subprocess.run(command, capture_output=True, text=True, check=False).stdout
+        lines = usage.splitlines()
+        start = next((i for i, line in enumerate(lines) if line == "gguf-harness:"), None)
+        if start is not None:
+            end = next((i for i in range(start + 1, len(lines)) if not lines[i]), len(lines))
+            print("usage: gguf-harness test [PATH ...] [PYTEST ARG ...]\n")
+            print("\n".join(lines[start:end]))
+            print("\nEvery other argument is pytest's (python -m pytest --help lists them all).")
+            return 0
+    return subprocess.call(command)
 
 
 if __name__ == "__main__":

@@ -286,3 +286,11 @@ def test_an_image_cmd_naming_no_file_is_one_line_not_a_traceback(
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert f"the image's Cmd names {model!r} as a model: that is not a file" in done.stderr
+
+
+def test_test_help_shows_the_harness_pytest_options() -> None:
+    done = run("test", "--help")
+    assert done.returncode == 0, done.stderr
+    for option in ("--publish", "--harness-report=PATH", "--only=NAME[:VARIANT]", "--harness-out"):
+        assert option in done.stdout
+    assert done.stdout.startswith("usage: gguf-harness test")
