@@ -625,3 +625,41 @@ def test_a_context_outside_the_repository_is_refused(
     # the person running may allow a directory outside
     monkeypatch.setenv("GGUF_HARNESS_CONTEXT_DIRS", str(outside))
     assert spec.context_dir("s").resolve() == outside.resolve()
+
+
+_BOMB = "schemaVersion: 1\na: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefg", "bcdefgh", strict=True)
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (_BOMB, "more than 100000 values once aliases are expanded"),
+        ("schemaVersion: !!int abc\n", "'abc' is not a valid int"),
+        ("schemaVersion: !!float abc\n", "'abc' is not a valid float"),
+        ("schemaVersion: !!bool maybe\n", "'maybe' is not a valid bool"),
+        ("schemaVersion: !!timestamp bad\n", "'bad' is not a valid timestamp"),
+        ("schemaVersion: " + "9" * 5000 + "\n", "is not a valid int"),
+        ("a: " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+        ("a: x\n" + "#" * (2 << 20) + "\n", "over the 1048576 a model.yaml may have"),
+        (
+            "schemaVersion: 1\nname: x\nsource: {gguf: m.gguf}\n"
+            "smoke:\n  checks:\n    - {name: a, kind: [chat], prompt: hi}\n",
+            "smoke.checks[0].kind: expected one of",
+        ),
+    ],
+)
+def test_hostile_yaml_is_one_error_quickly_and_never_a_traceback(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    import resource
+    import time
+
+    path = _write(tmp_path, text)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    began = time.perf_counter()
+    problems = [str(p) for p in validate(path)]
+    assert time.perf_counter() - began < 2.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 << 10  # KiB
+    assert any(message in p for p in problems), problems

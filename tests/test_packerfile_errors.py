@@ -502,3 +502,11 @@ def test_quantize_types_are_the_pinned_llama_cpps() -> None:
     with pytest.raises(PackerfileError, match=r"GGUFPackerfile:2:10: .*did you mean Q4_0"):
         plan(parse(removed))
     plan(parse(removed.replace("Q4_0_4_4", "COPY")))
+
+
+def test_nesting_past_the_stack_is_an_error_not_a_traceback() -> None:
+    deep = "${A:-" * 3000 + "x" + "}" * 3000
+    with pytest.raises(PackerfileError, match="nested too deeply"):
+        parse(f'FROM scratch\nARG A=x\nLABEL a={deep}\nCMD ["-m", "m.gguf"]\n')
+    found = problem("FROM scratch\nCMD " + "[" * 5000 + "]" * 5000 + "\n")
+    assert "CMD must use the JSON (exec) form" in found.message

@@ -219,6 +219,8 @@ class _Semantic:
 
     def _smoke_check(self, path: DataPath, check: dict[str, Any]) -> None:
         kind = check.get("kind", "chat")
+        if not isinstance(kind, str):
+            return  # the schema says what kind may be
         allowed = _INPUTS.get(kind, _ALL_INPUTS)
         for key in _ALL_INPUTS:
             if key in check and key not in allowed:

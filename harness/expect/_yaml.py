@@ -15,7 +15,13 @@ import yaml
 
 from harness.errors import Location, SpecError
 
-__all__ = ["DataPath", "Located", "load_located"]
+__all__ = ["MAX_NODES", "MAX_YAML_BYTES", "DataPath", "Located", "load_located"]
+
+#: A model.yaml is a few KB: these bound what a hostile one may cost (docs/limits.md).
+MAX_YAML_BYTES = 1 << 20
+#: Values after aliases are expanded: nested anchors can multiply a few hundred bytes into
+#: billions of nodes ("billion laughs"); walking stops at this many.
+MAX_NODES = 100_000
 
 DataPath = tuple[str | int, ...]
 
@@ -104,6 +110,11 @@ def load_located(path: str | Path) -> Located:
 
 def loads_located(text: str, path: str) -> Located:
     """Like :func:`load_located` for text already read; ``path`` is only for locations."""
+    if len(text) > MAX_YAML_BYTES:
+        raise SpecError(
+            f"{len(text)} characters: over the {MAX_YAML_BYTES} a model.yaml may have",
+            Location(path),
+        )
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
@@ -116,6 +127,8 @@ def loads_located(text: str, path: str) -> Located:
         raise _syntax_error(error, path) from None
     except yaml.YAMLError as error:  # unmarked: rare reader errors (e.g. control characters)
         raise SpecError(f"invalid YAML: {error}", Location(path)) from None
+    except RecursionError:
+        raise SpecError("invalid YAML: nested too deeply", Location(path)) from None
     finally:
         loader.dispose()
 
@@ -143,17 +156,32 @@ class _Walker:
     def __init__(self, loader: _Loader, located: Located) -> None:
         self._loader = loader
         self._located = located
+        self._nodes = 0
 
     def walk(self, node: yaml.Node, path: DataPath, stack: tuple[int, ...]) -> Any:
         if id(node) in stack:  # an alias to an enclosing node would never end
             raise SpecError("recursive alias", _location(self._located.path, node))
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise SpecError(
+                f"more than {MAX_NODES} values once aliases are expanded (an alias bomb?)",
+                _location(self._located.path, node),
+            )
         self._located.values[path] = _location(self._located.path, node)
         stack = (*stack, id(node))
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path, stack)
         if isinstance(node, yaml.SequenceNode):
             return [self.walk(item, (*path, i), stack) for i, item in enumerate(node.value)]
-        return self._loader.construct_object(node, deep=True)
+        try:
+            return self._loader.construct_object(node, deep=True)
+        except (ValueError, TypeError, OverflowError, KeyError, AttributeError) as error:  # !!int x
+            tag = str(node.tag).rsplit(":", 1)[-1]
+            value = str(node.value)[:40] + ("..." if len(str(node.value)) > 40 else "")
+            raise SpecError(
+                f"invalid value: {value!r} is not a valid {tag} ({str(error)[:120]})",
+                _location(self._located.path, node),
+            ) from None
 
     def _mapping(self, node: yaml.MappingNode, path: DataPath, stack: tuple[int, ...]) -> Any:
         first_seen: dict[str, yaml.Node] = {}

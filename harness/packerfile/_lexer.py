@@ -465,7 +465,7 @@ def _json_array(text: str) -> list[tuple[object, int]] | None:
     while True:
         try:
             value, end = _DECODER.raw_decode(text, i)
-        except ValueError:
+        except (ValueError, RecursionError):  # [[[[... nests past Python's stack: not JSON
             return None
         items.append((value, i))
         i = blank(end)

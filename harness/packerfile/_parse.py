@@ -135,6 +135,17 @@ def parse(text: str, path: str = "GGUFPackerfile") -> Packerfile:
     (ordered by line). A file not named GGUFPackerfile must carry a ``# syntax=`` directive
     naming a gguf-packer frontend, else it is refused at once as not a Packerfile.
     """
+    try:
+        return _parse(text, path)
+    except RecursionError:
+        raise PackerfileError(
+            "nested too deeply (variable defaults within defaults, or brackets)",
+            Location(path),
+            code="nesting",
+        ) from None
+
+
+def _parse(text: str, path: str) -> Packerfile:
     lexed = lex(text, path)
     sink = Sink(path, lexed.escape)
     syntax = next((d for d in lexed.directives if d.name == "syntax"), None)

@@ -489,8 +489,15 @@ def plan(
     """
     sink = Sink(pf.path)
     planner = _Planner(pf, build_args, sink)
-    chosen = planner.target(target)
-    stages = planner.lineage(chosen.index)
+    try:
+        chosen = planner.target(target)
+        stages = planner.lineage(chosen.index)
+    except RecursionError:
+        raise PackerfileError(
+            "nested too deeply (variable defaults within defaults)",
+            Location(pf.path),
+            code="nesting",
+        ) from None
     planner.check_target(stages[-1])
     planner.unused_build_args()
     raise_problems(sink.problems)
