@@ -510,3 +510,9 @@ def test_nesting_past_the_stack_is_an_error_not_a_traceback() -> None:
         parse(f'FROM scratch\nARG A=x\nLABEL a={deep}\nCMD ["-m", "m.gguf"]\n')
     found = problem("FROM scratch\nCMD " + "[" * 5000 + "]" * 5000 + "\n")
     assert "CMD must use the JSON (exec) form" in found.message
+
+
+def test_a_line_over_64_kib_is_refused_as_buildkit_refuses_it() -> None:
+    found = problem('FROM scratch\nLABEL a="' + "x" * 70_000 + '"\nCMD ["-m", "m.gguf"]\n')
+    assert found.code == "line-length" and at(found) == "2:1"
+    assert "over the 65536 BuildKit reads" in found.message

@@ -128,6 +128,10 @@ def _check_stages(stages: list[Stage], sink: Sink) -> None:
             check_model(cmds[-1], sink)
 
 
+#: BuildKit refuses a Dockerfile line longer than this (bufio.Scanner's 64 KiB token limit).
+MAX_LINE = 64 << 10
+
+
 def parse(text: str, path: str = "GGUFPackerfile") -> Packerfile:
     """Read a Packerfile's text: syntax, flags and every check that needs no build args.
 
@@ -135,6 +139,13 @@ def parse(text: str, path: str = "GGUFPackerfile") -> Packerfile:
     (ordered by line). A file not named GGUFPackerfile must carry a ``# syntax=`` directive
     naming a gguf-packer frontend, else it is refused at once as not a Packerfile.
     """
+    for number, line in enumerate(text.split("\n"), 1):
+        if len(line) > MAX_LINE:
+            raise PackerfileError(
+                f"line {number} is {len(line)} characters: over the {MAX_LINE} BuildKit reads",
+                Location(path, number, 1),
+                code="line-length",
+            )
     try:
         return _parse(text, path)
     except RecursionError:
