@@ -19,14 +19,14 @@ from harness import __version__
 from harness.action import matrix, run_action
 from harness.builder import BuildOptions, build_with
 from harness.distribution import RegistryOptions, push_layout
-from harness.errors import HarnessError, UsageError
+from harness.errors import HarnessError, UsageError, printable
 from harness.estimate import Estimate, estimate_run
 from harness.expect import Subject, validate
 from harness.gguf import GGUFFacts, read_facts
 from harness.packerfile import lint
 from harness.pipeline import Artifact, artifact_of_layout
 from harness.smoke import SmokeCheck, dry_run, server_command, smoke, start
-from harness.store import ModelRow, Store
+from harness.store import ModelRow, ModelSummary, Store
 from harness.toolchain import build_programs, link_python_library, toolchain_report
 from harness.units import format_count, format_size, parse_size
 
@@ -71,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
         help="what GGUF files are (header only, fast); for a stored model REF, its image config",
     )
     inspect.add_argument("files", nargs="+", metavar="FILE|REF")
-    inspect.add_argument("--json", action="store_true", help="one JSON object per file, as a list")
+    inspect.add_argument(
+        "--json", action="store_true", help="GGUF facts as JSON; for a REF, its full image config"
+    )
     inspect.set_defaults(run=_inspect)
 
     check = commands.add_parser("validate", help="check model.yaml files against the schema")
@@ -190,10 +192,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _inspect(args: argparse.Namespace) -> int:
     if not any(Path(name).exists() for name in args.files):
-        # Not files: stored models, as the seed's `inspect REF` shows them.
+        # Not files: stored models. A summary to read; --json: the full image config.
         store = Store()
-        configs = [store.inspect(ref) for ref in args.files]
-        print(json.dumps(configs[0] if len(configs) == 1 else configs, indent=2))
+        if args.json:
+            configs = [store.inspect(ref) for ref in args.files]
+            print(json.dumps(configs[0] if len(configs) == 1 else configs, indent=2))
+            return 0
+        for ref in args.files:
+            _print_summary(store.summary(ref))
         return 0
     facts = [read_facts(path) for path in args.files]
     if args.json:
@@ -201,6 +207,22 @@ def _inspect(args: argparse.Namespace) -> int:
         return 0
     Console().print(_facts_table(facts))
     return 0
+
+
+def _print_summary(summary: ModelSummary) -> None:
+    row = summary.row
+    fields = [
+        ("NAME", f"{row.name}:{row.tag}"), ("ID", row.short_id), ("FORMAT", row.format),
+        ("ARCH", row.arch), ("PARAMS", row.params), ("BPW", row.bpw), ("TYPE", row.type),
+        ("SIZE", format_size(row.size)), ("CONTEXT", str(summary.context or "")),
+        ("LAYERS", str(summary.layers or "")), ("USAGE", row.usage), ("CREATED", row.created),
+    ]  # fmt: skip
+    for key, value in fields:
+        print(f"{key:<8} {printable(value)}")
+    if summary.labels:
+        print("LABELS")
+        for key, value in sorted(summary.labels.items()):
+            print(f"  {printable(key)}={printable(value)}")
 
 
 def _facts_table(facts: list[GGUFFacts]) -> Table:

@@ -58,8 +58,15 @@ def test_push_pull_list_inspect_remove(
     ]
     table = run("list", env=env).stdout
     assert "NAME" in table and "BPW" in table and "cli/tiny" in table
-    config = json.loads(run("inspect", ref, env=env).stdout)
+    config = json.loads(run("inspect", ref, "--json", env=env).stdout)
     assert config["config"]["Cmd"] == ["-m", "/models/tiny.gguf"]
+    # without --json: a summary a person reads (the seed's columns, context, layers, labels)
+    summary = run("inspect", ref, env=env).stdout.splitlines()
+    assert summary[0] == f"NAME     {registry.host}/cli/tiny:v1"
+    fields = dict(line.split(None, 1) for line in summary if not line.startswith(("  ", "LAB")))
+    assert fields["ARCH"] == "llama" and fields["CONTEXT"] == "2048" and fields["LAYERS"]
+    assert "LABELS" in summary and any("gguf.model.architecture=llama" in s for s in summary)
+    assert len(summary) < 60  # the full config was 2,200 lines
 
     # `run` serves a stored model in place, as the seed's `run REF` does.
     dry = run("run", ref, "--dry-run", env=env)

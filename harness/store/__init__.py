@@ -11,7 +11,7 @@ refused with ``UnsafeLayerError`` before anything is stored.
 
 from ._errors import StoreError, UnsafeLayerError
 from ._formats import Facts, facts
-from ._records import Collected, ModelRow, StoredModel
+from ._records import Collected, ModelRow, ModelSummary, StoredModel
 from ._root import store_root
 from ._store import Store
 from ._unpack import UnpackLimits
@@ -20,6 +20,7 @@ __all__ = [
     "Collected",
     "Facts",
     "ModelRow",
+    "ModelSummary",
     "Store",
     "StoreError",
     "StoredModel",

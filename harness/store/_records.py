@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from ._errors import StoreError
 from ._unpack import clean_name
 
-__all__ = ["Collected", "ModelRow", "StoredModel"]
+__all__ = ["Collected", "ModelRow", "ModelSummary", "StoredModel"]
 
 
 @dataclass(frozen=True)
@@ -99,3 +99,13 @@ class Collected:
     references: tuple[str, ...]  # references removed
     blobs: tuple[str, ...]  # digests of blobs, layers and model directories deleted
     freed: int  # bytes given back to the filesystem
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """``inspect REF``: one model's row, plus what its main GGUF says of context and layers."""
+
+    row: ModelRow
+    context: int | None  # the model's training context ({arch}.context_length)
+    layers: int | None  # {arch}.block_count
+    labels: Mapping[str, str]

@@ -8,6 +8,7 @@ removes the staging directory and leaves the store exactly as it was.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -26,13 +27,13 @@ from harness.distribution import (
     parse_descriptor,
     resolve,
 )
-from harness.oci import Descriptor, read_layout
+from harness.oci import Descriptor, OCIError, parse_seed_config, read_layout
 
 from ._collect import collect, remove_tree
 from ._errors import StoreError
 from ._formats import facts, main_model, raw_file_path
 from ._merge import LayerSource, RawFile, build_model, plan_model
-from ._records import Collected, ModelRow, StoredModel
+from ._records import Collected, ModelRow, ModelSummary, StoredModel
 from ._root import RefEntry, StorePaths, read_refs, store_root, write_refs
 from ._sources import BlobSource, LayoutSource, RegistrySource
 from ._staging import Staging, fsync_dir, relocate
@@ -109,19 +110,34 @@ class Store:
 
     def rows(self) -> list[ModelRow]:
         """``list``: one row per reference (the seed's columns), sorted by reference."""
-        rows = []
-        for name, entry in sorted(read_refs(self.paths).items()):
-            model = self._model(name, entry)
-            manifest = json.loads(self.paths.blob(entry.manifest).read_bytes())
-            layers = [_descriptor(d) for d in manifest.get("layers") or []]
-            found = facts(model.config_media_type, model.config, model.annotations, layers)
-            ref = Reference.parse(name, default_tag=None)
-            row = ModelRow(
-                ref.name, ref.tag or "<none>", model.config_digest, found.arch, found.params,
-                found.bpw, found.type, found.usage, found.created, found.size, found.format, name,
-            )  # fmt: skip
-            rows.append(row)
-        return rows
+        return [self._row(name, entry) for name, entry in sorted(read_refs(self.paths).items())]
+
+    def summary(self, name: str) -> ModelSummary:
+        """``inspect REF``: the seed's columns for one model, with its context, layers and
+        labels (what a person reads before the full config)."""
+        refs = read_refs(self.paths)
+        model = self.get(name)
+        row = self._row(model.reference, refs[model.reference])
+        context = layers = None
+        labels: dict[str, str] = {}
+        with contextlib.suppress(OCIError):  # not a seed image: the columns say what is known
+            seed = parse_seed_config(model.config)
+            arch = seed.model.architecture
+            context = _int(seed.model.metadata.get(f"{arch}.context_length"))
+            layers = _int(seed.model.metadata.get(f"{arch}.block_count"))
+            labels = dict(seed.labels)
+        return ModelSummary(row, context, layers, labels)
+
+    def _row(self, name: str, entry: RefEntry) -> ModelRow:
+        model = self._model(name, entry)
+        manifest = json.loads(self.paths.blob(entry.manifest).read_bytes())
+        layers = [_descriptor(d) for d in manifest.get("layers") or []]
+        found = facts(model.config_media_type, model.config, model.annotations, layers)
+        ref = Reference.parse(name, default_tag=None)
+        return ModelRow(
+            ref.name, ref.tag or "<none>", model.config_digest, found.arch, found.params,
+            found.bpw, found.type, found.usage, found.created, found.size, found.format, name,
+        )  # fmt: skip
 
     # --- removing -------------------------------------------------------------------------
 
@@ -295,3 +311,7 @@ def _cmd(config: dict[str, Any], annotations: Any) -> list[str] | None:
 
 def _silent(_message: str) -> None:
     pass
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
