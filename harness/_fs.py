@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
+
+from harness.errors import HarnessError
 
 __all__ = ["CACHE_ENV", "atomic_write", "cache_root", "ensure_room"]
 
@@ -47,10 +50,6 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
 def ensure_room(where: str | os.PathLike[str], needed: int, what: str) -> None:
     """Refuse, before anything is written, to write ``needed`` bytes where there is less free
     space: one line with the figures (needed, free, where)."""
-    import shutil
-
-    from harness.errors import HarnessError
-
     path = Path(where)
     while not path.exists() and path != path.parent:
         path = path.parent

@@ -10,7 +10,6 @@ component within 2 %, the total never more than 1 % under.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -48,11 +47,12 @@ def test_the_estimate_matches_llama_server_at_release_size(
     assert rows["total"].error_pct >= -1.0, rows["total"]
 
 
-def test_estimating_70b_is_fast_and_does_not_read_the_weights(files: dict[str, Path]) -> None:
+def test_the_70b_file_is_release_sized_and_estimated_from_its_header(
+    files: dict[str, Path],
+) -> None:
+    # 39.6 GiB of (sparse) weights the estimate never touches; its speed at this size is
+    # benchmarks/estimate_scale.py's (target 0.3 s)
     path = files["llama-3.1-70b"]
     assert path.stat().st_size > 39 * 2**30 and path.stat().st_blocks * 512 < 64 * 2**20
-    began = time.perf_counter()
-    estimate(load_model(path), RunSettings.from_cmd(["-c", "32768"]))
-    # the header only: 39.6 GiB of (sparse) weights are never touched; the target is 0.3 s on a
-    # quiet machine, the bound leaves room for a busy CI core
-    assert time.perf_counter() - began < 1.5
+    est = estimate(load_model(path), RunSettings.from_cmd(["-c", "32768"]))
+    assert est.exact and est.host.weights > 39 * 2**30

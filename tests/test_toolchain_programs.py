@@ -27,7 +27,7 @@ SAPPHIRE_RAPIDS = (
 
 
 def _options_for(monkeypatch: pytest.MonkeyPatch, flags: str, **env: str) -> list[str]:
-    monkeypatch.setattr(programs_module, "_cpu_flags", lambda: frozenset(flags.split()))
+    monkeypatch.setattr(programs_module, "cpu_flags", lambda: frozenset(flags.split()))
     monkeypatch.setattr(programs_module.platform, "machine", lambda: "x86_64")
     for name in ("GGUF_HARNESS_LLAMA_AMX", "GGUF_HARNESS_LLAMA_BACKEND"):
         monkeypatch.delenv(name, raising=False)
@@ -54,7 +54,7 @@ def test_amx_only_on_request_and_only_where_the_kernel_enables_it(
 
 
 def test_the_cache_key_follows_every_option(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(programs_module, "_cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(programs_module, "cpu_flags", lambda: frozenset({"avx2"}))
     monkeypatch.setenv("GGUF_HARNESS_LLAMA_BACKEND", "cpu")
     first = build_options().key
     monkeypatch.setenv("GGUF_HARNESS_LLAMA_CMAKE_ARGS", "-DGGML_LTO=ON")

@@ -24,7 +24,7 @@ from harness.builder._store import ContentStore
 from harness.builder._tree import Node, Tree, clean_path, join
 from harness.errors import HarnessError, Location
 from harness.gguf import read_facts
-from harness.oci import EXPANSION_FLOOR, HISTORY_COMMENT, MAX_EXPANSION, Descriptor
+from harness.oci import HISTORY_COMMENT, MAX_EXPANSION, Descriptor, expansion_cap
 from harness.packerfile import (
     Add,
     Arg,
@@ -257,10 +257,7 @@ class Steps:
         files: dict[str, Node] = {}
         # An archive may expand as far as the image layers may (harness.oci's caps) and the
         # disk allows: an archive bomb stops here, member by member, streamed.
-        budget = min(
-            max(EXPANSION_FLOOR, int(MAX_EXPANSION * blob.stat().st_size)),
-            shutil.disk_usage(self.store.root).free,
-        )
+        budget = min(expansion_cap(blob.stat().st_size), shutil.disk_usage(self.store.root).free)
         spent = 0
 
         def spend(size: int) -> None:

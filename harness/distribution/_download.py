@@ -10,7 +10,6 @@ from typing import BinaryIO
 
 from urllib3.exceptions import HTTPError
 
-from harness.errors import printable
 from harness.oci import Descriptor
 
 from ._errors import DigestError, RegistryError
@@ -47,7 +46,7 @@ def fetch_blob(
         elif response.status == 206 and not _range_starts_at(response, got):
             # A range we did not ask for: start over, but within the retry budget (a registry
             # that always answers so would otherwise be asked forever).
-            content_range = printable(response.headers.get("Content-Range", "none"))
+            content_range = response.headers.get("Content-Range", "none")
             response.release_conn()
             failures += 1
             if failures >= policy.attempts:

@@ -40,7 +40,7 @@ from ._seed import (
     parse_seed_config,
     seed_config,
 )
-from ._tarread import EXPANSION_FLOOR, MAX_EXPANSION
+from ._tarread import EXPANSION_FLOOR, MAX_EXPANSION, expansion_cap
 
 __all__ = [
     "COMPRESSIONS",
@@ -74,6 +74,7 @@ __all__ = [
     "check_blob_size",
     "default_mtime",
     "derived_labels",
+    "expansion_cap",
     "extract",
     "files",
     "format_bpw",

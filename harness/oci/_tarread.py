@@ -34,6 +34,11 @@ MAX_EXPANSION = 100.0
 EXPANSION_FLOOR = 64 << 20
 
 
+def expansion_cap(compressed: int) -> int:
+    """The most bytes ``compressed`` bytes of a layer or an archive may expand to."""
+    return max(EXPANSION_FLOOR, int(MAX_EXPANSION * max(compressed, 1)))
+
+
 def _zstd_error() -> type[Exception]:
     try:
         import zstandard
@@ -68,10 +73,6 @@ class _Hashing:
         return f"{self.hash.name}:{self.hash.hexdigest()}"
 
 
-class _Bomb(OCIError):
-    pass
-
-
 class _TarBytes(_Hashing):
     """The uncompressed tar, also keeping its last few chunks: tarfile stops quietly at a bad
     header, so the bytes from where it stopped are checked to be the zero end-of-archive.
@@ -88,7 +89,7 @@ class _TarBytes(_Hashing):
         start = self.count
         data = super().read(size)
         if self.count > self._cap:
-            raise _Bomb(
+            raise OCIError(
                 f"{self._what} expands past {self._cap} bytes ({MAX_EXPANSION:g}x its compressed"
                 " size): refused as a decompression bomb"
             )
@@ -133,7 +134,7 @@ def iter_layer(
     check_blob_size(path, descriptor)
     algorithm = descriptor.digest.split(":", 1)[0]
     diff_algorithm = diff_id.split(":", 1)[0] if diff_id else "sha256"
-    cap = max(EXPANSION_FLOOR, int(MAX_EXPANSION * max(descriptor.size, 1)))
+    cap = expansion_cap(descriptor.size)
     with open(path, "rb") as raw:
         blob = _Hashing(raw, algorithm)
         tar_bytes = _TarBytes(

@@ -132,7 +132,8 @@ def _pinned() -> tuple[str, int]:
         ) from None
 
 
-def _cpu_flags() -> frozenset[str]:
+def cpu_flags() -> frozenset[str]:
+    """The CPU features the kernel reports usable (``/proc/cpuinfo``), as the build chose them."""
     try:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -141,11 +142,6 @@ def _cpu_flags() -> frozenset[str]:
         if line.startswith("flags"):
             return frozenset(line.partition(":")[2].split())
     return frozenset()
-
-
-def cpu_flags() -> frozenset[str]:
-    """The CPU features the kernel reports usable (``/proc/cpuinfo``), as the build chose them."""
-    return _cpu_flags()
 
 
 def _has_gpu() -> bool:
@@ -176,7 +172,7 @@ def build_options() -> BuildOptions:
         f"-DGGML_CUDA={'ON' if backend == 'cuda' else 'OFF'}",
     ]
     if platform.machine() in ("x86_64", "AMD64"):
-        flags = _cpu_flags()
+        flags = cpu_flags()
         amx = os.environ.get(AMX_ENV) == "1"
         for option, needs in (*_CPU_OPTIONS, *_AMX_OPTIONS):
             wanted = all(flag in flags for flag in needs)
