@@ -34,10 +34,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.builder._docker_archive import import_archive
-from harness.builder._errors import BuildError
 from harness.builder._native import BuildOptions, BuildResult, build
 from harness.builder._store import cache_root
-from harness.errors import Location
+from harness.errors import BuildError, Location
 from harness.oci import Image, OCIError, extract, read_layout
 from harness.packerfile import cmd_roles, find_packerfile
 

@@ -22,8 +22,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from harness.builder._errors import BuildError
-from harness.errors import Location
+from harness.errors import BuildError, Location
 from harness.oci import (
     OCI_CONFIG,
     OCI_INDEX,

@@ -19,8 +19,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.builder._errors import BuildError
-from harness.errors import Location
+from harness.errors import BuildError, Location
 
 __all__ = ["download", "git_clone", "url_basename"]
 

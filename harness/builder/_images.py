@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.builder._cache import StepCache, step_key
-from harness.builder._errors import BuildError
 from harness.builder._steps import BaseLayer, History, StageState
 from harness.builder._store import ContentStore
 from harness.builder._tree import Node, Tree
-from harness.errors import HarnessError, Location
+from harness.errors import BuildError, HarnessError, Location
 from harness.oci import Descriptor, Image, extract, read_layout
 from harness.packerfile import OCI_LAYOUT_SCHEME
 

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.builder._cache import StepCache, step_key
-from harness.builder._errors import BuildError
 from harness.builder._images import BaseImages
 from harness.builder._sources import DirectorySource, Source, TreeSource
 from harness.builder._steps import BaseLayer, Change, StageState, Steps
 from harness.builder._store import ContentStore, cache_root
 from harness.builder._tree import Tree, clean_path
-from harness.errors import Location
+from harness.errors import BuildError, Location
 from harness.gguf import read_header
 from harness.oci import (
     COMPRESSIONS,

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from harness.builder._errors import BuildError
 from harness.builder._store import ContentStore
 from harness.builder._tree import Node, Tree, clean_path
-from harness.errors import Location
+from harness.errors import BuildError, Location
 from harness.packerfile import IgnoreMatcher
 
 __all__ = ["DirectorySource", "Match", "Source", "TreeSource"]

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Literal
 
 from harness.builder._cache import StepCache, step_key
-from harness.builder._errors import BuildError
 from harness.builder._fetch import download, git_clone, url_basename
 from harness.builder._sources import DirectorySource, Match, Source, TreeSource
 from harness.builder._store import ContentStore
 from harness.builder._tree import Node, Tree, clean_path, join
-from harness.errors import HarnessError, Location
+from harness.errors import BuildError, HarnessError, Location
 from harness.gguf import read_facts
 from harness.oci import HISTORY_COMMENT, MAX_EXPANSION, Descriptor, expansion_cap
 from harness.packerfile import (

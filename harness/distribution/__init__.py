@@ -8,10 +8,11 @@ registry lacks; ``resolve`` / ``pull_layout`` read one back with every digest ch
 ``attach`` / ``list_referrers`` hang artifacts (a test report) on a manifest.
 """
 
+from harness.errors import AuthError, DigestError, NotFoundError, RegistryError, redact
+
 from ._artifact import Artifact, parse_descriptor
 from ._client import MANIFEST_TYPES, ManifestBlob, RegistryClient
 from ._credentials import Credentials, docker_config_path, find_credentials
-from ._errors import AuthError, DigestError, NotFoundError, RegistryError, redact
 from ._options import DEFAULT_CHUNK_SIZE, RegistryOptions, RetryPolicy
 from ._pull import Platform, ResolvedImage, choose_platform, pull_layout, resolve
 from ._push import PushResult, push, push_layout

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.errors import RegistryError
 from harness.oci import (
     OCI_MANIFEST,
     REF_NAME,
@@ -26,7 +27,6 @@ from harness.oci import (
     check_blob_size,
 )
 
-from ._errors import RegistryError
 from ._transfer import BlobSource
 
 __all__ = ["INDEX_TYPES", "Artifact", "BlobSource", "parse_descriptor"]

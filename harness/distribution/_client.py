@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from harness.errors import DigestError, RegistryError
 from harness.oci import Descriptor
 
 from ._artifact import parse_descriptor
 from ._download import fetch_blob
-from ._errors import DigestError, RegistryError
 from ._http import Body, Http, Response, registry_error
 from ._options import RegistryOptions
 from ._reference import Reference

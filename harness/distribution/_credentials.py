@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._errors import AuthError
+from harness.errors import AuthError
 
 __all__ = ["Credentials", "docker_config_path", "find_credentials"]
 

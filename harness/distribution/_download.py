@@ -10,9 +10,9 @@ from typing import BinaryIO
 
 from urllib3.exceptions import HTTPError
 
+from harness.errors import DigestError, RegistryError
 from harness.oci import Descriptor
 
-from ._errors import DigestError, RegistryError
 from ._http import Http, Response, registry_error
 from ._token import Scope
 

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 import urllib3
 from urllib3.exceptions import HTTPError, SSLError
 
-from harness.errors import printable
+from harness.errors import AuthError, NotFoundError, RegistryError, printable
 
 from ._credentials import Credentials, find_credentials
-from ._errors import AuthError, NotFoundError, RegistryError
 from ._netutil import (
     credentials_may_go,
     loopback,

@@ -23,7 +23,8 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from ._errors import RegistryError
+from harness.errors import RegistryError
+
 from ._options import RegistryOptions
 
 __all__ = [

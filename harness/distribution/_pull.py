@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.errors import RegistryError
 from harness.oci import Descriptor, LayoutWriter
 
 from ._artifact import INDEX_TYPES, parse_descriptor
 from ._client import ManifestBlob, RegistryClient
-from ._errors import RegistryError
 from ._options import RegistryOptions
 from ._reference import Reference
 

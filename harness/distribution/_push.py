@@ -12,11 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.errors import RegistryError
 from harness.oci import Descriptor
 
 from ._artifact import Artifact
 from ._client import RegistryClient
-from ._errors import RegistryError
 from ._options import RegistryOptions
 from ._reference import Reference
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from ._errors import RegistryError, redact
+from harness.errors import RegistryError, redact
 
 __all__ = ["DOCKER_HUB", "Reference", "is_tag"]
 

@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from harness.errors import NotFoundError
 from harness.oci import OCI_INDEX, Descriptor, canonical_json
 
 from ._artifact import Artifact, parse_descriptor
 from ._client import RegistryClient
-from ._errors import NotFoundError
 from ._push import PushResult, push
 from ._reference import Reference
 

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 from oras.auth.utils import get_basic_auth, parse_auth_header  # type: ignore[import-untyped]
 
+from harness.errors import AuthError
+
 from ._credentials import Credentials
-from ._errors import AuthError
 
 __all__ = ["Authenticator", "Scope", "TokenResponse"]
 

@@ -13,9 +13,9 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness.errors import DigestError, RegistryError
 from harness.oci import Descriptor
 
-from ._errors import DigestError, RegistryError
 from ._http import Body, Http, Response, registry_error
 from ._token import Scope
 

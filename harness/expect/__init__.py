@@ -7,8 +7,9 @@ schemas/model.schema.json (installed as harness/schemas/).
 
 from __future__ import annotations
 
+from harness.errors import SpecErrors
+
 from ._checks import CheckResult, Subject, evaluate
-from ._errors import SpecErrors
 from ._expectations import (
     Expectation,
     Matcher,

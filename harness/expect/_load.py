@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, cast
 
-from harness.errors import Location, SpecError
+from harness.errors import Location, SpecError, SpecErrors
 
-from ._errors import SpecErrors
 from ._expectations import parse_expectation, parse_matcher
 from ._records import BuildSpec, Check, Context, ModelSpec, Section, SourceSpec, Variant
 from ._schema import schema_problems

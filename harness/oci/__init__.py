@@ -8,7 +8,8 @@ and ``derived_labels`` build the config the seed writes; ``parse_seed_config`` c
 the seed's consumer reads it.
 """
 
-from ._errors import OCIError
+from harness.errors import OCIError
+
 from ._extract import ImageFile, extract, files
 from ._layer import COMPRESSIONS, Layer, LayerEntry, LayerStats, default_mtime, write_layer
 from ._layout import Image, LayoutWriter, blob_path, check_blob_size, read_layout

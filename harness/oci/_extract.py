@@ -17,9 +17,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import Location
+from harness.errors import Location, OCIError
 
-from ._errors import OCIError
 from ._layout import Image
 from ._tarread import iter_layer
 

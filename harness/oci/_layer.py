@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from harness.errors import Location
+from harness.errors import Location, OCIError
 
-from ._errors import OCIError
 from ._media import OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, Descriptor
 
 __all__ = [

@@ -21,9 +21,8 @@ from types import TracebackType
 from typing import Any, BinaryIO
 
 from harness._fs import ensure_room
-from harness.errors import Location
+from harness.errors import Location, OCIError
 
-from ._errors import OCIError
 from ._layer import COMPRESSIONS, Layer, LayerEntry, write_layer
 from ._media import (
     DOCKER_CONFIG,

@@ -9,9 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from harness.errors import Location
-
-from ._errors import OCIError
+from harness.errors import Location, OCIError
 
 __all__ = [
     "DOCKER_CONFIG",

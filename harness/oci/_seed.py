@@ -23,10 +23,8 @@ from typing import Any
 
 from gguf import GGMLQuantizationType, GGUFValueType, LlamaFileType
 
-from harness.errors import Location
+from harness.errors import Location, OCIError
 from harness.gguf import GGUFHeader, MetadataField
-
-from ._errors import OCIError
 
 __all__ = [
     "HISTORY_COMMENT",

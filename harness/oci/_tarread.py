@@ -17,9 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Protocol, cast
 
-from harness.errors import Location
+from harness.errors import Location, OCIError
 
-from ._errors import OCIError
 from ._layout import check_blob_size
 from ._media import Descriptor, layer_compression
 

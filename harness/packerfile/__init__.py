@@ -5,7 +5,7 @@ its stages; ``lint`` reports every problem of several files; ``load_ignore`` rea
 ``.ggufpackerignore``. Nothing here builds anything.
 """
 
-from harness.packerfile._errors import PackerfileError, PackerfileErrors, PackerfileWarning
+from harness.errors import PackerfileError, PackerfileErrors, PackerfileWarning
 from harness.packerfile._files import find_packerfile, lint, load
 from harness.packerfile._ignore import IgnoreMatcher, load_ignore, parse_ignore
 from harness.packerfile._instructions import INSTRUCTIONS

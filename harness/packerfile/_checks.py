@@ -10,8 +10,8 @@ import difflib
 import re
 from collections.abc import Sequence
 
-from harness.packerfile._errors import Sink
 from harness.packerfile._expand import ExpandError, expand_word
+from harness.packerfile._problems import Sink
 from harness.packerfile._records import Add, Cmd, Convert, Copy, From, Instruction, Quantize
 from harness.packerfile._roles import scan_cmd
 from harness.packerfile._sources import is_git_source, is_http_source

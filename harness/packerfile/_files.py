@@ -6,8 +6,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from harness.errors import Location, UsageError
-from harness.packerfile._errors import PackerfileError, PackerfileWarning
+from harness.errors import Location, PackerfileError, PackerfileWarning, UsageError
 from harness.packerfile._parse import parse
 from harness.packerfile._plan import check_all
 from harness.packerfile._records import Packerfile

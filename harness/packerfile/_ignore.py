@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from harness.errors import Location, UsageError
-from harness.packerfile._errors import PackerfileError, raise_problems
+from harness.errors import Location, PackerfileError, UsageError
+from harness.packerfile._problems import raise_problems
 
 __all__ = ["IGNORE_FILE", "IgnoreMatcher", "IgnorePattern", "load_ignore", "parse_ignore"]
 

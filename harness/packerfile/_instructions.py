@@ -11,9 +11,9 @@ import re
 from collections.abc import Sequence
 
 from harness.errors import Location
-from harness.packerfile._errors import Sink
 from harness.packerfile._flags import Flags, parse_flags
 from harness.packerfile._lexer import RawHeredoc, RawInstruction, Word, squeeze
+from harness.packerfile._problems import Sink
 from harness.packerfile._records import (
     Add,
     Arg,

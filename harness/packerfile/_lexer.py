@@ -12,8 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.errors import Location
-from harness.packerfile._errors import PackerfileError, PackerfileWarning
+from harness.errors import Location, PackerfileError, PackerfileWarning
 from harness.packerfile._records import Directive
 
 __all__ = [

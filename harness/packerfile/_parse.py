@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-from harness.errors import Location
+from harness.errors import Location, PackerfileError, PackerfileWarning
 from harness.packerfile._checks import check, check_model, literal
-from harness.packerfile._errors import PackerfileError, PackerfileWarning, Sink, raise_problems
 from harness.packerfile._instructions import build
 from harness.packerfile._lexer import lex
 from harness.packerfile._plan import Resolver, syntax_check
+from harness.packerfile._problems import Sink, raise_problems
 from harness.packerfile._records import (
     Arg,
     Cmd,

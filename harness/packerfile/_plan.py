@@ -16,12 +16,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 
-from harness.errors import Location
+from harness.errors import Location, PackerfileError, PackerfileWarning
 from harness.packerfile._checks import check, check_model
-from harness.packerfile._errors import PackerfileError, PackerfileWarning, Sink, raise_problems
 from harness.packerfile._expand import ExpandError, expand_raw, expand_word
 from harness.packerfile._instructions import cmd_history
 from harness.packerfile._lexer import squeeze
+from harness.packerfile._problems import Sink, raise_problems
 from harness.packerfile._records import (
     Add,
     Arg,

@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
-from harness.errors import Location
-from harness.packerfile._errors import PackerfileWarning
+from harness.errors import Location, PackerfileWarning
 from harness.packerfile._roles import FileArg, Role, cmd_file_args, cmd_roles
 from harness.packerfile._types import DEFAULT_CONVERT_TYPE, DEFAULT_QUANTIZE_TYPE
 

@@ -6,8 +6,9 @@ published again sends no blob and no manifest. ``Evidence.from_report`` reads th
 JSON report. ``validate_modelpack_config`` checks a config against the schema shipped here.
 """
 
+from harness.errors import PublishError
+
 from ._dmr import DMR_CONFIG, dmr_artifact, dmr_config
-from ._errors import PublishError
 from ._evidence import PREFIX, Evidence
 from ._facts import ModelFacts, model_facts, param_size
 from ._files import ImageFiles, ModelFile, extract_files

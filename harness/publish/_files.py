@@ -7,9 +7,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from harness.errors import PublishError
 from harness.oci import Image, OCIError, extract, parse_seed_config
-
-from ._errors import PublishError
 
 __all__ = ["ImageFiles", "ModelFile", "extract_files"]
 

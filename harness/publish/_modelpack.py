@@ -17,9 +17,9 @@ from typing import Any
 import jsonschema
 
 from harness.distribution import Artifact
+from harness.errors import PublishError
 from harness.oci import Descriptor, canonical_json
 
-from ._errors import PublishError
 from ._facts import ModelFacts, param_size
 from ._files import ImageFiles, ModelFile
 

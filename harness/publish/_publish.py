@@ -23,10 +23,10 @@ from harness.distribution import (
     push,
     referrer_artifact,
 )
+from harness.errors import PublishError
 from harness.oci import read_layout
 
 from ._dmr import dmr_artifact
-from ._errors import PublishError
 from ._evidence import Evidence
 from ._facts import model_facts
 from ._files import extract_files

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.distribution import is_tag
-
-from ._errors import PublishError
+from harness.errors import PublishError
 
 __all__ = ["FORMATS", "PublishResult", "PublishSpec", "Published", "tag_for"]
 

@@ -8,6 +8,8 @@ answer; ``smoke`` does all of that for one model and returns a ``SmokeRun`` with
 ``RunMeasurements``. ``dry_run`` gives the exact launch without starting anything.
 """
 
+from harness.errors import SmokeError
+
 from ._checks import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TIMEOUT, SmokeCheck, run_check
 from ._command import SYSTEM_PROMPT_FLAG, ServerCommand, server_command
 from ._docker import (
@@ -18,7 +20,6 @@ from ._docker import (
     container_spec,
     create_container,
 )
-from ._errors import SmokeError
 from ._flags import CHAT_TEMPLATE_NAMES, Translation, translate_for_llama_cpp_python
 from ._logs import server_error
 from ._process import free_port

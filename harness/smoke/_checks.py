@@ -15,9 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from harness.errors import Location, SpecError
+from harness.errors import Location, SmokeError, SpecError
 
-from ._errors import SmokeError
 from ._records import (
     Answer,
     CheckKind,

@@ -14,7 +14,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import SmokeError
+from harness.errors import SmokeError
+
 from ._records import Answer, Timings
 
 __all__ = [

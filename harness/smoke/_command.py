@@ -23,13 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.builder import BuildResult, cache_root
-from harness.errors import Location, printable
+from harness.errors import Location, SmokeError, printable
 from harness.oci import Image, OCIError, SeedConfig, extract, parse_seed_config, read_layout
 from harness.packerfile import cmd_file_args
 from harness.store import Store, StoredModel
 from harness.toolchain import ServerArgsError, parse_server_args, server_option
-
-from ._errors import SmokeError
 
 __all__ = ["SYSTEM_PROMPT_FLAG", "ServerCommand", "server_command"]
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.errors import SmokeError
+
 from ._command import ServerCommand
-from ._errors import SmokeError
 
 __all__ = [
     "DEFAULT_IMAGE",

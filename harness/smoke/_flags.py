@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from harness.errors import SmokeError
 from harness.toolchain import ServerArg, ServerArgsError, parse_server_args
-
-from ._errors import SmokeError
 
 __all__ = ["CHAT_TEMPLATE_NAMES", "Translation", "translate_for_llama_cpp_python"]
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.errors import SmokeError
+
 from ._checks import SmokeCheck, run_check
 from ._command import ServerCommand
-from ._errors import SmokeError
 from ._records import RunMeasurements, SmokeResult
 from ._runners import Launch, Runner, runner_for
 from ._server import Server

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from harness.errors import SmokeError
 from harness.toolchain import find_programs
 
 from ._command import ServerCommand
 from ._docker import DEFAULT_IMAGE, IMAGE_ENV, ContainerSpec, container_spec
-from ._errors import SmokeError
 from ._flags import translate_for_llama_cpp_python
 
 __all__ = [

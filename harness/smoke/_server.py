@@ -17,6 +17,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+from harness.errors import SmokeError
+
 from ._client import (
     HttpReply,
     RequestFailed,
@@ -27,7 +29,6 @@ from ._client import (
 )
 from ._command import ServerCommand
 from ._docker import ContainerHandle
-from ._errors import SmokeError
 from ._logs import load_facts, log_tail, logged_timings, read_log, server_error, timings_from
 from ._memory import MemoryPeak, MemorySampler
 from ._process import ServerProcess, free_port

@@ -9,7 +9,8 @@ Hostile layers (``..``, absolute paths, escaping links, devices, decompression b
 refused with ``UnsafeLayerError`` before anything is stored.
 """
 
-from ._errors import StoreError, UnsafeLayerError
+from harness.errors import StoreError, UnsafeLayerError
+
 from ._formats import Facts, facts
 from ._records import Collected, ModelRow, ModelSummary, StoredModel
 from ._root import store_root

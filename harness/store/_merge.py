@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._errors import UnsafeLayerError
+from harness.errors import UnsafeLayerError
+
 from ._unpack import FsEntry, LayerIndex, clean_name
 
 __all__ = ["Placed", "RawFile", "build_model", "plan_model"]

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ._errors import StoreError
+from harness.errors import StoreError
+
 from ._unpack import clean_name
 
 __all__ = ["Collected", "ModelRow", "ModelSummary", "StoredModel"]

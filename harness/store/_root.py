@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from harness._fs import atomic_write
-
-from ._errors import StoreError
+from harness.errors import StoreError
 
 __all__ = ["RefEntry", "StorePaths", "read_refs", "store_root", "write_refs"]
 

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from harness.distribution import RegistryClient
+from harness.errors import StoreError
 from harness.oci import Descriptor
-
-from ._errors import StoreError
 
 __all__ = ["BlobSource", "LayoutSource", "RegistrySource"]
 

@@ -8,9 +8,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.errors import StoreError
 from harness.oci import Descriptor
 
-from ._errors import StoreError
 from ._merge import Placed
 from ._root import StorePaths
 from ._sources import BlobSource

@@ -27,10 +27,10 @@ from harness.distribution import (
     parse_descriptor,
     resolve,
 )
+from harness.errors import StoreError
 from harness.oci import Descriptor, OCIError, parse_seed_config, read_layout
 
 from ._collect import collect, remove_tree
-from ._errors import StoreError
 from ._formats import facts, main_model, raw_file_path
 from ._merge import LayerSource, RawFile, build_model, plan_model
 from ._records import Collected, ModelRow, ModelSummary, StoredModel

@@ -14,7 +14,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._errors import UnsafeLayerError
+from harness.errors import UnsafeLayerError
 
 __all__ = ["FsEntry", "TarWriter", "clean_name"]
 

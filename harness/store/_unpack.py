@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
 
+from harness.errors import StoreError, UnsafeLayerError
 from harness.oci import EXPANSION_FLOOR, MAX_EXPANSION, Descriptor
 
-from ._errors import StoreError, UnsafeLayerError
 from ._tarwrite import FsEntry, TarWriter, clean_name
 
 __all__ = [

@@ -8,8 +8,9 @@ commit; ``quantize`` calls the library's ``llama_model_quantize`` in-process, or
 
 from __future__ import annotations
 
+from harness.errors import ToolchainError
+
 from ._convert import CONVERT_CLASSES, CONVERT_TYPES, convert
-from ._errors import ToolchainError
 from ._imatrix import Imatrix, load_imatrix
 from ._llama import (
     CACHE_ENV,

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from ._errors import ToolchainError
+from harness.errors import ToolchainError
+
 from ._llama import Progress, converter_dir
 from ._process import error_line, run_tool
 from ._staging import staged_output

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import ToolchainError
+from harness.errors import ToolchainError
 
 __all__ = ["Imatrix", "load_imatrix"]
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import ToolchainError
+from harness.errors import ToolchainError
+
 from ._imatrix import Imatrix, load_imatrix
 from ._llama import Progress
 from ._process import error_line

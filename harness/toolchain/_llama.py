@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from harness._fs import CACHE_ENV, cache_root
-
-from ._errors import ToolchainError
+from harness.errors import ToolchainError
 
 __all__ = [
     "CACHE_ENV",

@@ -33,7 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ._errors import ToolchainError
+from harness.errors import ToolchainError
+
 from ._llama import Progress, cache_dir, llama_cpp_python_version, sdist_archive
 
 __all__ = [

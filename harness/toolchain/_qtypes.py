@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._errors import ToolchainError
+from harness.errors import ToolchainError
 
 __all__ = [
     "GGML_TYPES",

@@ -16,7 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._errors import ToolchainError
+from harness.errors import ToolchainError
+
 from ._inprocess import quantize_in_process
 from ._llama import Progress
 from ._process import error_line, run_tool

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._errors import ToolchainError
+from harness.errors import ToolchainError
+
 from ._llama import converter_dir, llama_cpp_build, llama_cpp_python_version
 from ._programs import PROGRAMS, Programs, build_options, find_programs
 

@@ -16,7 +16,8 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from ._errors import ToolchainError
+from harness.errors import ToolchainError
+
 from ._inprocess import quantize_in_process
 from ._qtypes import QuantizeOptions
 
