@@ -8,19 +8,17 @@ it, is kept so that every check of the model sees the same artifact or fails wit
 from __future__ import annotations
 
 import os
-import posixpath
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.builder import BuildOptions, BuildResult, build_with, cache_root
+from harness.builder import BuildOptions, BuildResult, build_with
 from harness.errors import ArtifactError, HarnessError
 from harness.estimate import Budget, BudgetResult, RunSettings, estimate, evaluate_budget
 from harness.expect import ModelSpec, Section, Subject, Variant
 from harness.gguf import read_facts
-from harness.oci import Image, extract, parse_seed_config, read_layout
+from harness.oci import in_image_relative, parse_seed_config, read_layout, unpack
 from harness.packerfile import cmd_roles
 from harness.publish import Evidence, PublishResult, PublishSpec, publish
 from harness.smoke import ServerCommand, SmokeCheck, SmokeRun, smoke
@@ -113,10 +111,18 @@ def _artifact_of_result(result: BuildResult) -> Artifact:
 
 
 def artifact_of_layout(path: Path, tag: str | None) -> Artifact:
-    """A built image on disk: its GGUF roles (extracted once per manifest) and its labels."""
+    """A built image on disk: its GGUF roles (unpacked once per manifest) and its labels."""
     image = read_layout(path, tag)
     seed = parse_seed_config(image.config, str(path))
-    files = {r.path: _extracted(image, r.path) for r in cmd_roles(seed.cmd)}
+    roles = cmd_roles(seed.cmd)
+    for role in roles:
+        # The Cmd is the image's, so anyone's: "-m /" or "-m /app/.." names no file.
+        if in_image_relative(role.path) in ("", ".", ".."):
+            raise ArtifactError(
+                f"the image's Cmd names {role.path!r} as a {role.kind}: that is not a file"
+            )
+    root = unpack(image, [r.path for r in roles])
+    files = {r.path: root / in_image_relative(r.path) for r in roles}
     subject = Subject(facts=read_facts(files[seed.model.cmd_value]), labels=dict(seed.labels))
     return Artifact(subject, seed.cmd, files, path, tag or image.ref_name)
 
@@ -140,29 +146,6 @@ def check_memory(artifact: Artifact, memory: Section, index: int) -> BudgetResul
         projector=projector[0] if projector else None,
         adapters=artifact.role_files("adapter"),
     )
-
-
-def _extracted(image: Image, cmd_value: str) -> Path:
-    """The model file of an image, unpacked once per manifest into the harness cache."""
-    # The Cmd is the image's, so anyone's: "-m /" or "-m /app/.." names no file.
-    in_image = posixpath.normpath("/" + cmd_value)
-    name = posixpath.basename(in_image)
-    if name in ("", ".", ".."):
-        raise ArtifactError(f"the image's Cmd names {cmd_value!r} as a model: that is not a file")
-    home = cache_root() / "images" / image.descriptor.digest.replace(":", "-")
-    target = home / name
-    if not target.is_file():
-        home.mkdir(parents=True, exist_ok=True)
-        tmp = home / f".{target.name}.{os.getpid()}.tmp"
-        try:
-            extract(image, in_image, tmp)
-            os.replace(tmp, target)
-        finally:
-            if tmp.is_dir():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                tmp.unlink(missing_ok=True)
-    return target
 
 
 def run_smoke(spec: ModelSpec, artifact: Artifact) -> SmokeRun:

@@ -69,7 +69,7 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_modelpack_config_validates_against_the_schema(layout: Path, tmp_path: Path) -> None:
     image = read_layout(layout)
-    files, facts = extract_files(image, tmp_path), model_facts(image)
+    files, facts = extract_files(image), model_facts(image)
     config = modelpack_config(files, facts)
     validate_modelpack_config(config)
     assert config["config"]["format"] == "gguf" and config["config"]["quantization"] == "q8_0"
@@ -107,7 +107,7 @@ def test_schema_rejects_what_modelpack_does_not_allow(
     layout: Path, tmp_path: Path, change: Callable[[dict[str, Any]], None], message: str
 ) -> None:
     image = read_layout(layout)
-    config = modelpack_config(extract_files(image, tmp_path), model_facts(image))
+    config = modelpack_config(extract_files(image), model_facts(image))
     change(config)
     with pytest.raises(PublishError, match=message):
         validate_modelpack_config(config)
@@ -115,7 +115,7 @@ def test_schema_rejects_what_modelpack_does_not_allow(
 
 def test_docker_model_runner_config(layout: Path, tmp_path: Path) -> None:
     image = read_layout(layout)
-    files = extract_files(image, tmp_path)
+    files = extract_files(image)
     config = dmr_config(files, model_facts(image))
     inner = config["config"]
     assert (inner["format"], inner["quantization"]) == ("gguf", "Q8_0")

@@ -35,9 +35,8 @@ from pathlib import Path
 
 from harness.builder._docker_archive import import_archive
 from harness.builder._native import BuildOptions, BuildResult, build
-from harness.builder._store import cache_root
 from harness.errors import BuildError, Location
-from harness.oci import Image, OCIError, extract, read_layout
+from harness.oci import Image, OCIError, in_image_relative, read_layout, unpack
 from harness.packerfile import cmd_roles, find_packerfile
 
 __all__ = ["BUILDER_ENV", "DEFAULT_FRONTEND", "FRONTEND_ENV", "build_with", "build_with_buildx"]
@@ -244,27 +243,17 @@ def _run(
 
 
 def _cmd_files(image: Image) -> dict[str, Path]:
-    """The GGUF files the image's Cmd names, extracted once per manifest into the cache."""
+    """The GGUF files the image's Cmd names, unpacked once per manifest (harness.oci.unpack)."""
     inner = image.config.get("config")
     cmd = inner.get("Cmd") if isinstance(inner, Mapping) else None
     if not isinstance(cmd, list) or not all(isinstance(arg, str) for arg in cmd):
         return {}
-    home = cache_root() / "images" / image.descriptor.digest.replace(":", "-")
-    found: dict[str, Path] = {}
-    for role in cmd_roles(cmd):
-        target = home / Path(role.path).name
-        if not target.is_file():
-            home.mkdir(parents=True, exist_ok=True)
-            tmp = home / f".{target.name}.{secrets.token_hex(4)}.tmp"
-            try:
-                extract(image, "/" + role.path.lstrip("/"), tmp)
-                tmp.replace(target)
-            except OCIError as error:
-                raise BuildError(f"CMD names {role.path} ({role.flag}): {error}") from None
-            finally:
-                tmp.unlink(missing_ok=True)
-        found[role.path] = target
-    return found
+    roles = cmd_roles(cmd)
+    try:
+        root = unpack(image, [role.path for role in roles])
+    except OCIError as error:
+        raise BuildError(f"CMD: {error}") from None
+    return {role.path: root / in_image_relative(role.path) for role in roles}
 
 
 def _quiet(

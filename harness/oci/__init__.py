@@ -42,6 +42,7 @@ from ._seed import (
     seed_config,
 )
 from ._tarread import EXPANSION_FLOOR, MAX_EXPANSION, expansion_cap
+from ._unpacked import in_image_relative, unpack, unpack_root
 
 __all__ = [
     "COMPRESSIONS",
@@ -82,8 +83,11 @@ __all__ = [
     "format_parameters",
     "gguf_entry",
     "image_config",
+    "in_image_relative",
     "parse_seed_config",
     "read_layout",
     "seed_config",
+    "unpack",
+    "unpack_root",
     "write_layer",
 ]

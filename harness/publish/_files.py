@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from harness.errors import PublishError
-from harness.oci import Image, OCIError, extract, parse_seed_config
+from harness.oci import Image, OCIError, in_image_relative, parse_seed_config, unpack
+from harness.packerfile import cmd_file_args, cmd_roles
 
 __all__ = ["ImageFiles", "ModelFile", "extract_files"]
 
@@ -41,25 +42,23 @@ class ImageFiles:
         return [f for f in self.files if f.role in roles]
 
 
-def extract_files(image: Image, workdir: Path) -> ImageFiles:
-    """Extract every regular file of the image under ``workdir/rootfs`` (safely: see
-    harness.oci.extract) and describe it."""
+def extract_files(image: Image) -> ImageFiles:
+    """Every regular file of the image (unpacked once per manifest: harness.oci.unpack), each
+    with the role the image's Cmd gives it."""
     try:
         seed = parse_seed_config(image.config)
     except OCIError as exc:
         raise PublishError(f"not a model image the seed's consumer can read: {exc}") from None
-    root = workdir / "rootfs"
     try:
-        extract(image, "/", root)
+        root = unpack(image)
     except OCIError as exc:
         raise PublishError(f"cannot extract the image's files: {exc}") from None
     roles: dict[str, str] = {}
-    for entry in (seed.model, seed.drafter, seed.projector, *seed.adapters):
-        if entry is not None and entry.cmd_value:
-            roles.setdefault(entry.cmd_value.lstrip("/"), entry.role)
-    for flag, value in zip(seed.cmd, seed.cmd[1:], strict=False):
-        if flag == "--chat-template-file":
-            roles.setdefault(value.lstrip("/"), "chat-template")
+    for named in cmd_roles(seed.cmd):
+        roles.setdefault(in_image_relative(named.path), named.kind)
+    for arg in cmd_file_args(seed.cmd):
+        if arg.flag == "--chat-template-file":
+            roles.setdefault(in_image_relative(arg.path), "chat-template")
     found: list[ModelFile] = []
     for folder, _dirs, names in os.walk(root):
         for name in names:

@@ -106,7 +106,7 @@ def _convert(
             artifacts[fmt] = seed_artifact(layout, image, annotations)
             continue
         if files is None or facts is None:
-            files, facts = extract_files(image, work), model_facts(image)
+            files, facts = extract_files(image), model_facts(image)
         if fmt == "modelpack":
             artifacts[fmt] = modelpack_artifact(files, facts, annotations)
         else:

@@ -14,17 +14,22 @@ a Modelfile's SYSTEM); completion requests are sent as they are.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import posixpath
-import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.builder import BuildResult, cache_root
+from harness.builder import BuildResult
 from harness.errors import Location, SmokeError, printable
-from harness.oci import Image, OCIError, SeedConfig, extract, parse_seed_config, read_layout
+from harness.oci import (
+    Image,
+    OCIError,
+    SeedConfig,
+    in_image_relative,
+    parse_seed_config,
+    read_layout,
+    unpack,
+)
 from harness.packerfile import cmd_file_args
 from harness.store import Store, StoredModel
 from harness.toolchain import ServerArgsError, parse_server_args, server_option
@@ -86,18 +91,7 @@ class ServerCommand:
             )
         except OCIError as error:
             raise SmokeError(f"cannot run {os.fspath(layout)}: {error}") from None
-        root = _root(cache_dir, image.descriptor.digest)
-        missing = [p for p in _needed(seed) if not (root / _relative(p)).is_file()]
-        if len(missing) > 1 and not any(root.iterdir()):
-            # One pass over the layers for the whole tree (the seed's flattened layers dir)
-            # costs less than a pass per file; an image whose tree cannot be written safely
-            # (device files, links leaving it) is taken file by file instead.
-            with contextlib.suppress(OCIError):
-                extract(image, "/", root)
-        for path in missing:
-            target = root / _relative(path)
-            if not target.is_file():
-                _extract(image, path, target)
+        root = _unpack(image, _needed(seed), None, cache_dir)
         source = os.fspath(layout) + (f":{tag}" if tag else "")
         return _command(source, seed, root, extra_args, image.descriptor.digest)
 
@@ -111,21 +105,11 @@ class ServerCommand:
             seed = parse_seed_config(result.config, str(result.output))
         except OCIError as error:
             raise SmokeError(f"cannot run {result.output}:{result.tag}: {error}") from None
-        root = _root(cache_dir, result.manifest.digest)
-        image: Image | None = None
-        for path in _needed(seed):
-            target = root / _relative(path)
-            if target.is_file():
-                continue
-            stored = result.files.get(path)
-            if stored is not None and _link(stored, target):
-                continue
-            if image is None:
-                try:
-                    image = read_layout(result.output, result.tag)
-                except OCIError as error:
-                    raise SmokeError(f"cannot read {result.output}: {error}") from None
-            _extract(image, path, target)
+        try:
+            image = read_layout(result.output, result.tag)
+        except OCIError as error:
+            raise SmokeError(f"cannot read {result.output}: {error}") from None
+        root = _unpack(image, _needed(seed), result.files, cache_dir)
         source = f"{result.output}:{result.tag}"
         return _command(source, seed, root, extra_args, result.manifest.digest)
 
@@ -252,35 +236,13 @@ def _assemble(
 
 
 def _relative(in_image: str) -> str:
-    # Images carry no WorkingDir, so a relative Cmd path is relative to "/" (as in the seed).
-    return posixpath.normpath(posixpath.join("/", in_image)).lstrip("/")
+    return in_image_relative(in_image)
 
 
-def _root(cache_dir: Path | None, digest: str) -> Path:
-    base = cache_dir if cache_dir is not None else cache_root() / "smoke"
-    root = base / digest.replace(":", "-")
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def _link(stored: Path, target: Path) -> bool:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+def _unpack(
+    image: Image, needed: list[str], have: Mapping[str, Path] | None, cache_dir: Path | None
+) -> Path:
     try:
-        os.link(stored, temporary)
-        os.replace(temporary, target)
-    except OSError:
-        temporary.unlink(missing_ok=True)
-        return False
-    return True
-
-
-def _extract(image: Image, in_image: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        extract(image, "/" + _relative(in_image), target)
+        return unpack(image, needed, have=have, base=cache_dir)
     except OCIError as error:
-        raise SmokeError(f"cannot take {in_image} out of the image: {error}") from None
-    if not target.is_file():
-        shutil.rmtree(target, ignore_errors=True)
-        raise SmokeError(f"{in_image} in the image is not a file")
+        raise SmokeError(f"cannot take the image's files out of it: {error}") from None

@@ -1,0 +1,114 @@
+"""An image's files on this host: one directory per manifest digest, filled once.
+
+Every stage that needs an image's files as files — the checks' GGUF facts and memory estimate,
+the smoke server, publishing to other formats — takes them from here, so an image is unpacked
+once per machine whichever stage asks first, and a file the builder already holds is hard-linked
+from its store rather than copied out of a layer again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from harness._fs import cache_root
+from harness.errors import OCIError
+
+from ._extract import extract
+from ._layout import Image
+
+__all__ = ["in_image_relative", "unpack", "unpack_root"]
+
+# Beside a digest's directory, never inside it: the directory holds the image's tree and nothing
+# else, so that a consumer walking it (publish) sees only the image's files.
+_WHOLE = ".whole"
+
+
+def in_image_relative(path: str) -> str:
+    """``path`` as written in an image's Cmd, relative to the image root: images carry no
+    WorkingDir, so a relative path is relative to ``/`` (as in the seed). ``""`` is the root."""
+    return posixpath.normpath(posixpath.join("/", path)).lstrip("/")
+
+
+def unpack_root(digest: str, base: Path | None = None) -> Path:
+    """The directory an image's files are unpacked into: ``base/<digest>``, by default under
+    the harness cache (``images/``)."""
+    home = base if base is not None else cache_root() / "images"
+    return home / digest.replace(":", "-")
+
+
+def unpack(
+    image: Image,
+    paths: Iterable[str] | None = None,
+    *,
+    have: Mapping[str, Path] | None = None,
+    base: Path | None = None,
+) -> Path:
+    """Make each in-image path of ``paths`` a file at ``root/<path>`` (``None``: the image's whole
+    tree) and return ``root``. ``have`` maps in-image paths to host files already holding their
+    bytes (the builder's store): those are hard-linked, not extracted. Each file appears
+    atomically; a path that names no regular file in the image is an OCIError."""
+    root = unpack_root(image.descriptor.digest, base)
+    if paths is None:
+        _unpack_whole(image, root)
+        return root
+    wanted = list(dict.fromkeys(paths))
+    for path in wanted:
+        if in_image_relative(path) in ("", ".", ".."):
+            raise OCIError(f"{path!r} names no file in the image")
+    missing = [p for p in wanted if not (root / in_image_relative(p)).is_file()]
+    linked = {p for p in missing if have and p in have and _link(have[p], root, p)}
+    missing = [p for p in missing if p not in linked]
+    if len(missing) > 1 and not root.exists():
+        # One pass over the layers for the whole tree (the seed's flattened layers dir) costs
+        # less than a pass per file; an image whose tree cannot be written safely (device
+        # files, links leaving it) is taken file by file instead.
+        with contextlib.suppress(OCIError):
+            _unpack_whole(image, root)
+    for path in missing:
+        target = root / in_image_relative(path)
+        if target.is_file():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        extract(image, "/" + in_image_relative(path), target)
+        if not target.is_file():
+            shutil.rmtree(target, ignore_errors=True)
+            raise OCIError(f"{path!r} in the image is not a file")
+    return root
+
+
+def _unpack_whole(image: Image, root: Path) -> None:
+    marker = root.with_name(root.name + _WHOLE)
+    if marker.is_file() and root.is_dir():
+        return
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    tree = staging / "tree"
+    try:
+        extract(image, "/", tree)
+        # Files unpacked one by one earlier are the same bytes: the whole tree replaces them.
+        old = staging / "old"
+        if root.exists():
+            os.rename(root, old)
+        os.rename(tree, root)
+        marker.touch()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _link(stored: Path, root: Path, path: str) -> bool:
+    target = root / in_image_relative(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        os.link(stored, temporary)
+        os.replace(temporary, target)
+    except OSError:
+        temporary.unlink(missing_ok=True)
+        return False
+    return True
