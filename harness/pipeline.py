@@ -15,20 +15,19 @@ from typing import Any
 
 from harness.builder import BuildOptions, BuildResult, build_with
 from harness.errors import ArtifactError, HarnessError
-from harness.estimate import Budget, BudgetResult, RunSettings, estimate, evaluate_budget
-from harness.expect import ModelSpec, Section, Subject, Variant
+from harness.estimate import BudgetResult, RunSettings, estimate, evaluate_budget
+from harness.expect import MemorySection, ModelSpec, Subject, Variant
 from harness.gguf import read_facts
 from harness.oci import in_image_relative, parse_seed_config, read_layout, unpack
 from harness.packerfile import cmd_roles
 from harness.publish import Evidence, PublishResult, PublishSpec, publish
-from harness.smoke import ServerCommand, SmokeCheck, SmokeRun, smoke
+from harness.smoke import ServerCommand, SmokeRun, smoke
 from harness.toolchain import llama_cpp_build
 
 __all__ = [
     "DEFAULT_PUBLISH_TARGET",
     "Artifact",
     "Pipeline",
-    "budgets_of",
     "check_memory",
     "produce_artifact",
     "publish_model",
@@ -127,21 +126,16 @@ def artifact_of_layout(path: Path, tag: str | None) -> Artifact:
     return Artifact(subject, seed.cmd, files, path, tag or image.ref_name)
 
 
-def budgets_of(memory: Section) -> list[Budget]:
-    data: Mapping[str, Any] = memory.data
-    return [Budget.from_yaml(entry, ram=data.get("ram")) for entry in data.get("budgets", [])]
-
-
-def check_memory(artifact: Artifact, memory: Section, index: int) -> BudgetResult:
+def check_memory(artifact: Artifact, memory: MemorySection, index: int) -> BudgetResult:
     """One budget of model.yaml's ``memory``: the image's Cmd settings, overridden by the
     section's, estimated for that budget's GPUs."""
-    settings = RunSettings.from_cmd(artifact.cmd or ()).override(RunSettings.from_yaml(memory.data))
+    settings = RunSettings.from_cmd(artifact.cmd or ()).override(memory.settings)
     drafter = artifact.role_files("drafter")
     projector = artifact.role_files("projector")
     return evaluate_budget(
         artifact.model,
         settings,
-        budgets_of(memory)[index],
+        memory.budgets[index].budget,
         drafter=drafter[0] if drafter else None,
         projector=projector[0] if projector else None,
         adapters=artifact.role_files("adapter"),
@@ -151,27 +145,22 @@ def check_memory(artifact: Artifact, memory: Section, index: int) -> BudgetResul
 def run_smoke(spec: ModelSpec, artifact: Artifact) -> SmokeRun:
     """Every smoke check of a model against one server started as the image's Cmd says."""
     assert spec.smoke is not None
-    data: Mapping[str, Any] = spec.smoke.data
-    extra = tuple(str(a) for a in data.get("server_args") or ())
+    extra = spec.smoke.server_args
     if artifact.build is not None:
         command = ServerCommand.from_build(artifact.build, extra)
     elif artifact.image is not None:
         command = ServerCommand.from_layout(artifact.image, artifact.tag, extra)
     else:
         command = ServerCommand.from_gguf(artifact.model, extra)
-    checks = [
-        SmokeCheck.from_mapping(check, spec.smoke.location_of("checks", index))
-        for index, check in enumerate(data.get("checks") or [])
-    ]
     # Deterministic in CI: one thread (and the checks' own temperature 0 and fixed seed).
     threads = 1 if os.environ.get("CI") == "true" else None
-    return smoke(command, checks, threads=threads)
+    return smoke(command, spec.smoke.checks, threads=threads)
 
 
 def estimated_ram(spec: ModelSpec, artifact: Artifact) -> int:
     """The estimator's host RAM for the settings the smoke server ran with (no GPU)."""
-    extra = spec.smoke.data.get("server_args") or () if spec.smoke is not None else ()
-    settings = RunSettings.from_cmd([*(artifact.cmd or ()), *map(str, extra)])
+    extra = spec.smoke.server_args if spec.smoke is not None else ()
+    settings = RunSettings.from_cmd([*(artifact.cmd or ()), *extra])
     return estimate(artifact.model, settings).ram
 
 
@@ -181,13 +170,14 @@ def publish_model(
     """Publish one model's image if every one of its checks in ``report`` passed."""
     if artifact.image is None:
         return PublishResult(False, "not published: a bare GGUF source has no image to publish")
-    section = spec.publish.data if spec.publish is not None else None
     name = Path(artifact.image).name if artifact.image else spec.name
     # A registry the Action (or the user) names for models whose model.yaml names none.
     registry = os.environ.get("GGUF_HARNESS_REGISTRY", "").rstrip("/")
     default = f"{registry}/{spec.name}" if registry else f"{DEFAULT_PUBLISH_TARGET}/{name}"
     target = PublishSpec.from_section(
-        section, spec.build.args_for(_variant_named(spec, artifact.tag)), default_target=default
+        spec.publish,
+        spec.build.args_for(_variant_named(spec, artifact.tag)),
+        default_target=default,
     )
     evidence = Evidence.from_report(report, str(spec.path), raw_report)
     evidence = replace(evidence, llama_cpp=llama_cpp_build().label)

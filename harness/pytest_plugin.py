@@ -19,7 +19,7 @@ import pytest
 from harness.action import select
 from harness.errors import HarnessError, Location, SpecError, UsageError
 from harness.expect import Check, ModelSpec, evaluate, load_spec
-from harness.pipeline import Pipeline, budgets_of, check_memory, estimated_ram, publish_model
+from harness.pipeline import Pipeline, check_memory, estimated_ram, publish_model
 from harness.report import ItemRecord, Report
 from harness.smoke import SmokeRun
 from harness.units import format_size
@@ -271,12 +271,12 @@ class MemoryGroup(pytest.Collector):
     def collect(self) -> Iterable[pytest.Item]:
         memory = self.spec.memory
         assert memory is not None
-        for index, budget in enumerate(budgets_of(memory)):
+        for index, budget in enumerate(memory.budgets):
             yield BudgetItem.from_parent(
                 self,
                 name=budget.name,
                 spec=self.spec,
-                where=memory.location_of("budgets", index),
+                where=budget.location,
                 label=f"memory.{budget.name}",
                 index=index,
             )
@@ -303,7 +303,7 @@ class SmokeItem(ModelItem):
         detail: tuple[str, ...] = (f"answer: {result.text!r}",) if result.text is not None else ()
         if not result.passed and result.log_tail:
             detail += ("server log:", *result.log_tail.splitlines()[-15:])
-        expected = self.spec.smoke.data["checks"][self.index].get("expect")
+        expected = self.spec.smoke.expected[self.index]
         actual = {"text": result.text, **result.measured, "seconds": result.seconds}
         return Outcome(result.passed, expected, actual, result.message, detail)
 
@@ -326,18 +326,17 @@ class SmokeGroup(pytest.Collector):
     def collect(self) -> Iterable[pytest.Item]:
         smoke = self.spec.smoke
         assert smoke is not None
-        for index, check in enumerate(smoke.data.get("checks") or []):
-            name = str(check.get("name") or f"check-{index}")
-            marks = check.get("marks") or ()
+        for index, check in enumerate(smoke.checks):
+            assert check.location is not None
             item = SmokeItem.from_parent(
                 self,
-                name=name,
+                name=check.name,
                 spec=self.spec,
-                where=smoke.location_of("checks", index),
-                label=f"smoke.{name}",
+                where=check.location,
+                label=f"smoke.{check.name}",
                 index=index,
             )
-            for mark in marks:
+            for mark in check.marks:
                 self.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
                 item.add_marker(mark)
             yield item

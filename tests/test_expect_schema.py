@@ -14,6 +14,7 @@ from jsonschema import Draft202012Validator
 from harness.errors import Location, SpecError
 from harness.expect import (
     Matcher,
+    Message,
     ModelSpec,
     NumberExpectation,
     Op,
@@ -126,11 +127,13 @@ def test_full_spec_records() -> None:
     assert spec.expect_location == Location(str(path), 24, 1)
     assert spec.memory is not None and spec.smoke is not None and spec.publish is not None
     assert spec.memory.location == Location(str(path), 49, 1)
-    assert spec.memory.data["budgets"][2]["tensor_split"] == [1, 1]
+    assert spec.memory.budgets[2].budget.tensor_split == (1, 1)
+    assert spec.memory.budgets[1].location == Location(str(path), 63, 7)
     assert spec.memory.location_of("budgets", 1, "vram") == Location(str(path), 64, 7)
     assert spec.memory.location_of("budgets", 1) == Location(str(path), 63, 7)
-    assert spec.smoke.data["checks"][0]["name"] == "capital"
-    assert spec.publish.data["formats"] == ["gguf-packer", "modelpack"]
+    assert spec.smoke.checks[0].name == "capital"
+    assert spec.smoke.checks[0].location == spec.smoke.location_of("checks", 0)
+    assert spec.publish.formats == ("gguf-packer", "modelpack")
     assert spec.location_of("build", "args", "CTX") == Location(str(path), 11, 5)
 
 
@@ -147,15 +150,10 @@ def test_minimal_spec_defaults() -> None:
 def test_anchors_merge_into_smoke_checks() -> None:
     spec = load_spec(SPECS / "anchors.yaml")
     assert spec.smoke is not None
-    first, second = spec.smoke.data["checks"]
-    assert first == {
-        "kind": "chat",
-        "max_tokens": 8,
-        "temperature": 0,
-        "name": "hello",
-        "prompt": "Say hello.",
-    }
-    assert second["max_tokens"] == 16
+    first, second = spec.smoke.checks
+    assert (first.kind, first.max_tokens, first.temperature, first.name) == ("chat", 8, 0, "hello")
+    assert first.messages == (Message("user", "Say hello."),)
+    assert second.max_tokens == 16
 
 
 def test_contexts_resolve_lazily(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

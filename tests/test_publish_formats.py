@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from harness.builder import BuildOptions, build
+from harness.errors import Location
+from harness.expect import PublishSection
 from harness.oci import read_layout
 from harness.publish import (
     DMR_CONFIG,
@@ -227,12 +229,13 @@ def test_unknown_format_is_an_error(layout: Path, tmp_path: Path) -> None:
 
 
 def test_spec_from_model_yaml_expands_build_args() -> None:
-    section = {
-        "references": ["127.0.0.1:5000/qwen2"],
-        "tags": ["${SIZE}-instruct-${QUANT}", "latest"],
-        "formats": ["gguf-packer", "modelpack"],
-        "annotations": {"org.opencontainers.image.source": "https://example.org"},
-    }
+    section = PublishSection(
+        references=("127.0.0.1:5000/qwen2",),
+        tags=("${SIZE}-instruct-${QUANT}", "latest"),
+        formats=("gguf-packer", "modelpack"),
+        annotations={"org.opencontainers.image.source": "https://example.org"},
+        location=Location("model.yaml", 1),
+    )
     spec = PublishSpec.from_section(section, {"SIZE": "0.5b", "QUANT": "q4-k-m"})
     assert spec.tags == ("0.5b-instruct-q4-k-m", "latest")
     assert spec.formats == ("gguf-packer", "modelpack")

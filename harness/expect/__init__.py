@@ -19,27 +19,51 @@ from ._expectations import (
     QuantityExpectation,
 )
 from ._load import load_spec, validate
-from ._records import BuildSpec, Check, Context, ModelSpec, Section, SourceSpec, Variant
+from ._records import BuildSpec, Check, Context, ModelSpec, SourceSpec, Variant
 from ._schema import load_schema
+from ._sections import BudgetSpec, MemorySection, PublishSection, SmokeSection
+from ._smoke import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_SEED,
+    DEFAULT_TIMEOUT,
+    CheckKind,
+    EmbeddingExpect,
+    Message,
+    SimilarityBound,
+    SmokeCheck,
+    TextExpect,
+)
 from ._yaml import Located
 
 __all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "DEFAULT_SEED",
+    "DEFAULT_TIMEOUT",
+    "BudgetSpec",
     "BuildSpec",
     "Check",
+    "CheckKind",
     "CheckResult",
     "Context",
+    "EmbeddingExpect",
     "Expectation",
     "Located",
     "Matcher",
+    "MemorySection",
+    "Message",
     "ModelSpec",
     "NumberExpectation",
     "Op",
     "PresenceExpectation",
+    "PublishSection",
     "QuantityExpectation",
-    "Section",
+    "SimilarityBound",
+    "SmokeCheck",
+    "SmokeSection",
     "SourceSpec",
     "SpecErrors",
     "Subject",
+    "TextExpect",
     "Variant",
     "evaluate",
     "load_schema",

@@ -8,8 +8,9 @@ from typing import Any, Literal, cast
 from harness.errors import Location, SpecError, SpecErrors
 
 from ._expectations import parse_expectation, parse_matcher
-from ._records import BuildSpec, Check, Context, ModelSpec, Section, SourceSpec, Variant
+from ._records import BuildSpec, Check, Context, ModelSpec, SourceSpec, Variant
 from ._schema import schema_problems
+from ._sections import memory_section, publish_section, smoke_section
 from ._semantic import inner_locations, semantic_problems
 from ._yaml import DataPath, Located, load_located
 
@@ -52,11 +53,13 @@ def _order(error: SpecError) -> tuple[int, int]:
     return (location.line or 0, location.col or 0)
 
 
-def _section(doc: Located, name: str) -> Section | None:
+_SECTIONS = {"memory": memory_section, "smoke": smoke_section, "publish": publish_section}
+
+
+def _section(doc: Located, name: str) -> Any:
     data = cast(dict[str, Any], doc.data)
-    if name not in data:
-        return None
-    return Section(name, data[name], doc.key_location((name,)), doc)
+    raw = data.get(name)
+    return None if raw is None else _SECTIONS[name](doc, raw)
 
 
 def _build(doc: Located, path: Path) -> ModelSpec:

@@ -1,4 +1,4 @@
-"""The typed records a model.yaml becomes."""
+"""The typed records a model.yaml becomes (its memory, smoke and publish sections: _sections)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from harness.errors import Location, SpecError
 
 from ._expectations import Expectation
+from ._sections import MemorySection, PublishSection, SmokeSection
 from ._yaml import DataPath, Located
 
-__all__ = ["BuildSpec", "Check", "Context", "ModelSpec", "Section", "SourceSpec", "Variant"]
+__all__ = ["BuildSpec", "Check", "Context", "ModelSpec", "SourceSpec", "Variant"]
 
 
 @dataclass(frozen=True)
@@ -190,24 +191,6 @@ class SourceSpec:
 
 
 @dataclass(frozen=True)
-class Section:
-    """A section kept as written (plain data) with the locations of everything inside it."""
-
-    name: str
-    data: Any
-    location: Location  # the section's key
-    doc: Located
-
-    def location_of(self, *path: str | int) -> Location:
-        """The key (or list item) at ``path`` inside this section: ``location_of("budgets", 0)``."""
-        return self.doc.key_location((self.name, *path))
-
-    def value_location_of(self, *path: str | int) -> Location:
-        """Where the value at ``path`` inside this section starts."""
-        return self.doc.value_location((self.name, *path))
-
-
-@dataclass(frozen=True)
 class ModelSpec:
     """One model.yaml, validated."""
 
@@ -220,9 +203,9 @@ class ModelSpec:
     source: SourceSpec | None
     checks: tuple[Check, ...]
     expect_location: Location | None
-    memory: Section | None
-    smoke: Section | None
-    publish: Section | None
+    memory: MemorySection | None
+    smoke: SmokeSection | None
+    publish: PublishSection | None
     doc: Located  # the whole file, for locations of anything else
 
     @property

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from harness.distribution import is_tag
 from harness.errors import PublishError
+from harness.expect import PublishSection
 
 __all__ = ["FORMATS", "PublishResult", "PublishSpec", "Published", "tag_for"]
 
@@ -29,7 +29,7 @@ class PublishSpec:
     @classmethod
     def from_section(
         cls,
-        section: Mapping[str, Any] | None,
+        section: PublishSection | None,
         build_args: Mapping[str, str] | None = None,
         *,
         default_target: str | None = None,
@@ -37,7 +37,6 @@ class PublishSpec:
         """The spec for one build variant: ``${NAME}`` in a tag becomes that build arg's value
         (``${SIZE}-${QUANT}`` with SIZE=0.5b, QUANT=q4-k-m gives ``0.5b-q4-k-m``); with no
         ``references``, ``default_target`` (e.g. ``oci:out/published``) is used."""
-        values = dict(section or {})
         args = dict(build_args or {})
 
         def expand(tag: str) -> str:
@@ -51,13 +50,13 @@ class PublishSpec:
                 raise PublishError(f"publish tag {tag!r} expands to {expanded!r}, not a tag")
             return expanded
 
-        references = tuple(values.get("references") or ())
+        if section is None:
+            return cls((default_target,) if default_target else ())
+        references = section.references
         if not references and default_target:
             references = (default_target,)
-        tags = tuple(dict.fromkeys(expand(str(t)) for t in values.get("tags") or ("latest",)))
-        annotations = {str(k): str(v) for k, v in (values.get("annotations") or {}).items()}
-        formats = tuple(values.get("formats") or ("gguf-packer",))
-        return cls(references, tags, annotations, formats)
+        tags = tuple(dict.fromkeys(expand(t) for t in section.tags))
+        return cls(references, tags, dict(section.annotations), section.formats)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,18 @@ answer; ``smoke`` does all of that for one model and returns a ``SmokeRun`` with
 """
 
 from harness.errors import SmokeError
+from harness.expect import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_SEED,
+    DEFAULT_TIMEOUT,
+    EmbeddingExpect,
+    Message,
+    SimilarityBound,
+    SmokeCheck,
+    TextExpect,
+)
 
-from ._checks import DEFAULT_MAX_TOKENS, DEFAULT_SEED, DEFAULT_TIMEOUT, SmokeCheck, run_check
+from ._checks import run_check
 from ._command import SYSTEM_PROMPT_FLAG, ServerCommand, server_command
 from ._docker import (
     DEFAULT_IMAGE,
@@ -23,17 +33,7 @@ from ._docker import (
 from ._flags import CHAT_TEMPLATE_NAMES, Translation, translate_for_llama_cpp_python
 from ._logs import server_error
 from ._process import free_port
-from ._records import (
-    Answer,
-    EmbeddingExpect,
-    Failure,
-    Message,
-    RunMeasurements,
-    SimilarityBound,
-    SmokeResult,
-    TextExpect,
-    Timings,
-)
+from ._records import Answer, Failure, RunMeasurements, SmokeResult, Timings
 from ._run import SmokeRun, dry_run, smoke, start
 from ._runners import (
     LLAMA_SERVER_ENV,

@@ -1,8 +1,6 @@
-"""model.yaml smoke checks: read one, ask the server, and judge the answer.
-
-A check's request is deterministic unless it says otherwise: temperature 0 and seed 42 by
-default, at most 128 tokens. Its timeout bounds the request (the server is restarted before the
-next request if it is still busy with one that timed out).
+"""Smoke checks run: ask the server what a check (harness.expect.SmokeCheck) asks, and judge
+the answer. A check's timeout bounds its request (the server is restarted before the next request
+if it is still busy with one that timed out).
 """
 
 from __future__ import annotations
@@ -11,106 +9,25 @@ import json
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any
 
-from harness.errors import Location, SmokeError, SpecError
-
-from ._records import (
-    Answer,
-    CheckKind,
+from harness.errors import SmokeError
+from harness.expect import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_SEED,
+    DEFAULT_TIMEOUT,
     EmbeddingExpect,
-    Failure,
-    Message,
-    SimilarityBound,
-    SmokeResult,
+    SmokeCheck,
     TextExpect,
 )
+
+from ._records import Answer, Failure, SmokeResult
 from ._server import Server
 
 __all__ = ["DEFAULT_MAX_TOKENS", "DEFAULT_SEED", "DEFAULT_TIMEOUT", "SmokeCheck", "run_check"]
 
-DEFAULT_SEED = 42
-DEFAULT_TIMEOUT = 60.0
-DEFAULT_MAX_TOKENS = 128
 _NORM_TOLERANCE = 1e-3
-
-
-@dataclass(frozen=True)
-class SmokeCheck:
-    name: str
-    kind: CheckKind
-    messages: tuple[Message, ...]  # chat: the conversation, ``system`` first when given
-    prompt: str | None  # completion
-    input: tuple[str, ...]  # embedding
-    max_tokens: int
-    temperature: float
-    seed: int
-    timeout: float
-    expect: TextExpect | EmbeddingExpect
-    location: Location | None = None
-    description: str | None = None
-    marks: tuple[str, ...] = ()
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], location: Location | None = None) -> SmokeCheck:
-        """One item of model.yaml's ``smoke.checks``, already checked against the schema."""
-        try:
-            return _parse(data, location)
-        except (KeyError, TypeError, ValueError) as error:
-            raise SpecError(f"smoke check: {error}", location) from None
-
-
-def _parse(data: Mapping[str, Any], location: Location | None) -> SmokeCheck:
-    kind = cast(CheckKind, data.get("kind", "chat"))
-    if kind not in ("chat", "completion", "embedding"):
-        raise ValueError(f"unknown kind {kind!r}")
-    expect = data.get("expect") or {}
-    messages: list[Message] = []
-    if kind == "chat":
-        if data.get("system") is not None:
-            messages.append(Message("system", str(data["system"])))
-        if data.get("messages"):
-            messages += [Message(str(m["role"]), str(m["content"])) for m in data["messages"]]
-        else:
-            messages.append(Message("user", str(data["prompt"])))
-    raw_input = data.get("input", ())
-    inputs = (raw_input,) if isinstance(raw_input, str) else tuple(str(t) for t in raw_input)
-    if kind == "embedding":
-        bounds = tuple(
-            SimilarityBound(str(p["a"]), str(p["b"]), p.get("min"), p.get("max"))
-            for p in expect.get("similar", ())
-        )
-        expectation: TextExpect | EmbeddingExpect = EmbeddingExpect(
-            expect.get("dimension"), expect.get("normalized"), bounds
-        )
-    else:
-        contains = expect.get("contains", ())
-        expectation = TextExpect(
-            expect.get("regex"),
-            expect.get("not_regex"),
-            (contains,) if isinstance(contains, str) else tuple(contains),
-            expect.get("finish_reason"),
-            expect.get("min_tokens"),
-            expect.get("max_tokens"),
-            expect.get("json"),
-        )
-    return SmokeCheck(
-        name=str(data["name"]),
-        kind=kind,
-        messages=tuple(messages),
-        prompt=str(data["prompt"]) if kind == "completion" else None,
-        input=inputs,
-        max_tokens=int(data.get("max_tokens", DEFAULT_MAX_TOKENS)),
-        temperature=float(data.get("temperature", 0.0)),
-        seed=int(data.get("seed", DEFAULT_SEED)),
-        timeout=float(data.get("timeout", DEFAULT_TIMEOUT)),
-        expect=expectation,
-        location=location,
-        description=data.get("description"),
-        marks=tuple(data.get("marks", ())),
-    )
 
 
 def run_check(server: Server, check: SmokeCheck) -> SmokeResult:

@@ -1,26 +1,21 @@
-"""The records smoke runs produce: answers, checks as model.yaml states them, results, costs."""
+"""The records smoke runs produce: answers, results, costs."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from harness.errors import Location
+from harness.expect import CheckKind
 
 __all__ = [
     "Answer",
-    "EmbeddingExpect",
     "Failure",
-    "Message",
     "RunMeasurements",
-    "SimilarityBound",
     "SmokeResult",
-    "TextExpect",
     "Timings",
 ]
-
-CheckKind = Literal["chat", "completion", "embedding"]
 
 
 @dataclass(frozen=True)
@@ -50,38 +45,6 @@ class Answer:
     seconds: float  # the request, as the harness saw it
     timings: Timings | None
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Message:
-    role: str
-    content: str
-
-
-@dataclass(frozen=True)
-class TextExpect:
-    regex: str | None = None
-    not_regex: str | None = None
-    contains: tuple[str, ...] = ()
-    finish_reason: str | None = None
-    min_tokens: int | None = None  # of the answer (completion tokens)
-    max_tokens: int | None = None
-    json: bool | None = None
-
-
-@dataclass(frozen=True)
-class SimilarityBound:
-    a: str
-    b: str
-    min: float | None = None
-    max: float | None = None
-
-
-@dataclass(frozen=True)
-class EmbeddingExpect:
-    dimension: int | None = None
-    normalized: bool | None = None
-    similar: tuple[SimilarityBound, ...] = ()
 
 
 @dataclass(frozen=True)
