@@ -8,29 +8,37 @@ it, is kept so that every check of the model sees the same artifact or fails wit
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from harness.action import select
 from harness.builder import BuildOptions, BuildResult, build_with
-from harness.errors import ArtifactError, HarnessError
+from harness.errors import ArtifactError, HarnessError, StoreError, UsageError
 from harness.estimate import BudgetResult, RunSettings, estimate, evaluate_budget
-from harness.expect import MemorySection, ModelSpec, Subject, Variant
+from harness.expect import MemorySection, ModelSpec, Subject, Variant, load_spec
 from harness.gguf import read_facts
 from harness.oci import in_image_relative, parse_seed_config, read_layout, unpack
 from harness.packerfile import cmd_roles
 from harness.publish import Evidence, PublishResult, PublishSpec, publish
+from harness.report import ModelRecord
 from harness.smoke import ServerCommand, SmokeRun, smoke
+from harness.store import Store, StoredModel
 from harness.toolchain import llama_cpp_build
 
 __all__ = [
     "DEFAULT_PUBLISH_TARGET",
+    "MODEL_FORMS",
     "Artifact",
     "Pipeline",
+    "artifact_of_layout",
+    "artifact_of_stored",
     "check_memory",
     "produce_artifact",
+    "publish_gated",
     "publish_model",
+    "resolve_artifact",
     "run_smoke",
 ]
 
@@ -126,6 +134,45 @@ def artifact_of_layout(path: Path, tag: str | None) -> Artifact:
     return Artifact(subject, seed.cmd, files, path, tag or image.ref_name)
 
 
+def artifact_of_stored(model: StoredModel) -> Artifact:
+    """A model in the local store: its files are unpacked there already, in place."""
+    seed = parse_seed_config(model.config, model.reference)
+    files = {r.path: model.path(r.path) for r in cmd_roles(seed.cmd)}
+    subject = Subject(facts=read_facts(files[seed.model.cmd_value]), labels=dict(seed.labels))
+    return Artifact(subject, seed.cmd, files)
+
+
+#: The forms every command that takes a model accepts, in the order they are tried.
+MODEL_FORMS = (
+    "a GGUF file",
+    "a model directory (model.yaml, built into --out)",
+    "an OCI layout DIR[:TAG] (also oci:DIR[:TAG], oci-layout://DIR[:TAG])",
+    "a model in the local store (REF or ID; `gguf-harness pull` puts it there)",
+)
+
+
+def resolve_artifact(text: str, out_dir: Path = Path("out")) -> Artifact:
+    """The artifact ``text`` names, in any of MODEL_FORMS; one UsageError listing them all when
+    it names none."""
+    path = Path(text)
+    if path.is_file():
+        return Artifact(Subject(read_facts(path), None), None, {})
+    if path.is_dir() and (path / "model.yaml").is_file():
+        return produce_artifact(load_spec(path / "model.yaml"), out_dir)
+    layout = text.removeprefix("oci-layout://").removeprefix("oci:")
+    directory, colon, tag = layout.rpartition(":")
+    if not colon or "/" in tag:
+        directory, tag = layout, ""
+    if (Path(directory) / "index.json").is_file():
+        return artifact_of_layout(Path(directory), tag or None)
+    try:
+        model = Store().get(text)
+    except StoreError:
+        forms = "; ".join(MODEL_FORMS)
+        raise UsageError(f"{text!r} names no model: tried {forms}") from None
+    return artifact_of_stored(model)
+
+
 def check_memory(artifact: Artifact, memory: MemorySection, index: int) -> BudgetResult:
     """One budget of model.yaml's ``memory``: the image's Cmd settings, overridden by the
     section's, estimated for that budget's GPUs."""
@@ -184,6 +231,40 @@ def publish_model(
     return publish(artifact.image, target, evidence, tag=artifact.tag)
 
 
+def publish_gated(
+    spec: ModelSpec,
+    pipeline: Pipeline,
+    record: ModelRecord,
+    collected: Sequence[str],
+    report: Mapping[str, Any],
+    raw_report: bytes,
+) -> bool:
+    """The gate nobody bypasses by accident: publish ``spec``'s model only when every check
+    ``collected`` for it ran in this run (-k, --deselect or -x leave some unrun) and passed (the
+    report says); what happened goes on ``record.publish``. False if publishing itself failed."""
+    ran = {item.id for item in record.items}
+    unrun = [i for i in collected if i not in ran]
+    if unrun:
+        shown = ", ".join(i.split("::", 1)[-1] for i in unrun[:5])
+        more = f" and {len(unrun) - 5} more" if len(unrun) > 5 else ""
+        record.publish = {
+            "published": False,
+            "reason": f"not published: {len(unrun)} of its checks did not run ({shown}{more})",
+        }
+        return True
+    try:
+        result = publish_model(spec, pipeline.artifact(spec), report, raw_report)
+    except HarnessError as error:
+        record.publish = {"published": False, "reason": f"publishing failed: {error}"}
+        return False
+    record.publish = {
+        "published": result.published,
+        "reason": result.reason,
+        "items": [asdict(item) for item in result.items],
+    }
+    return True
+
+
 def _variant_named(spec: ModelSpec, name: str | None) -> Variant | None:
     return next((v for v in spec.build.variants if v.name == name), None)
 
@@ -197,6 +278,19 @@ class Pipeline:
         self.variants: dict[Path, Variant] = {}
         self._artifacts: dict[Path, Artifact | HarnessError] = {}
         self._smoke: dict[Path, SmokeRun | HarnessError] = {}
+
+    def select(self, specs: Iterable[ModelSpec], only: str) -> set[str]:
+        """The model files ``only`` (``NAME[:VARIANT]``, a cell of ``matrix``) names; the chosen
+        variant of each is what this session builds. UsageError when it names nothing or
+        several variants of one model."""
+        chosen = select(specs, only)
+        for selected in chosen:
+            if selected.variant is not None:
+                key = Path(selected.spec.path).resolve()
+                if key in self.variants:
+                    raise UsageError(f"--only {only}: pick one variant of {selected.spec.name}")
+                self.variants[key] = selected.variant
+        return {str(selected.spec.path) for selected in chosen}
 
     def artifact(self, spec: ModelSpec) -> Artifact:
         key = Path(spec.path).resolve()

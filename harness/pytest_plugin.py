@@ -16,13 +16,11 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from harness.action import select
 from harness.errors import HarnessError, Location, SpecError, UsageError
-from harness.expect import Check, ModelSpec, evaluate, load_spec
-from harness.pipeline import Pipeline, check_memory, estimated_ram, publish_model
+from harness.expect import NO_CHECKS, Check, ModelSpec, evaluate, load_spec
+from harness.pipeline import Pipeline, check_memory, estimated_ram, publish_gated
 from harness.report import ItemRecord, Report
 from harness.smoke import SmokeRun
-from harness.units import format_size
 
 __all__ = ["BudgetItem", "CheckItem", "ModelFile", "ModelItem", "SmokeItem"]
 
@@ -100,26 +98,17 @@ class ModelFile(pytest.File):
             self.add_marker(mark)
         items = [
             *_tree(self, spec, list(spec.checks), depth=0),
-            *_budget_items(self, spec),
-            *_smoke_items(self, spec),
+            *_section_groups(self, spec),
         ]
         if not items:
             # Nothing to check is no pass: say what is missing instead of pytest's silent exit 5.
-            raise SpecError(_NO_CHECKS, Location(_display_path(self.path), 1))
+            raise SpecError(NO_CHECKS, Location(_display_path(self.path), 1))
         yield from items
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         if isinstance(excinfo.value, HarnessError):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
-
-
-_NO_CHECKS = (
-    "no checks: a model.yaml needs at least one of expect:, memory: budgets or smoke: checks."
-    " The smallest useful one: 'schemaVersion: 1', 'source: {gguf: model.gguf}' and"
-    " 'expect: {architecture: llama}' (or `gguf-harness inspect model.gguf` for the facts to"
-    " expect)"
-)
 
 
 class CheckGroup(pytest.Collector):
@@ -175,11 +164,15 @@ class ModelItem(pytest.Item):
 
     section = ""
 
-    def __init__(self, *, spec: ModelSpec, where: Location, label: str, **kwargs: Any) -> None:
+    def __init__(
+        self, *, spec: ModelSpec, where: Location, label: str, index: int = 0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.spec = spec
         self.where = where
         self.label = label
+        self.index = index  # of the budget or smoke check in its section
+        self.item_name = self.name
 
     @property
     def pipeline(self) -> Pipeline:
@@ -236,61 +229,20 @@ class BudgetItem(ModelItem):
 
     section = "memory"
 
-    def __init__(self, *, index: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.index = index
-        self.item_name = self.name
-
     def measure(self) -> Outcome:
         assert self.spec.memory is not None
         result = check_memory(self.pipeline.artifact(self.spec), self.spec.memory, self.index)
         limits = {c.what: c.limit for c in result.checks}
         used = {c.what: c.used for c in result.checks}
-        lines = [
-            f"{c.what}: {format_size(c.used)} of {format_size(c.limit)} "
-            f"({'ok' if c.ok else 'over'} by {format_size(abs(c.margin))})"
-            for c in result.checks
-            if c.what != "full offload"
-        ]
-        detail = (*lines, f"largest context that fits: {result.max_context}")
+        detail = result.detail()
         actual = {**used, "max_context": result.max_context, "estimate": result.to_json()}
         return Outcome(result.passed, limits, actual, result.summary(), detail)
-
-
-def _budget_items(parent: ModelFile, spec: ModelSpec) -> Iterator[pytest.Collector]:
-    if spec.memory is None:
-        return
-    yield MemoryGroup.from_parent(parent, name="memory", spec=spec)
-
-
-class MemoryGroup(pytest.Collector):
-    def __init__(self, *, spec: ModelSpec, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.spec = spec
-
-    def collect(self) -> Iterable[pytest.Item]:
-        memory = self.spec.memory
-        assert memory is not None
-        for index, budget in enumerate(memory.budgets):
-            yield BudgetItem.from_parent(
-                self,
-                name=budget.name,
-                spec=self.spec,
-                where=budget.location,
-                label=f"memory.{budget.name}",
-                index=index,
-            )
 
 
 class SmokeItem(ModelItem):
     """One smoke check: a question to the model served as its Cmd says, and what must hold."""
 
     section = "smoke"
-
-    def __init__(self, *, index: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.index = index
-        self.item_name = self.name
 
     def measure(self) -> Outcome:
         run = self.pipeline.smoke(self.spec)
@@ -318,52 +270,50 @@ class SmokeItem(ModelItem):
             }
 
 
-class SmokeGroup(pytest.Collector):
+class SectionGroup(pytest.Collector):
+    """``memory`` (one item per budget) or ``smoke`` (one item per check)."""
+
     def __init__(self, *, spec: ModelSpec, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.spec = spec
 
     def collect(self) -> Iterable[pytest.Item]:
-        smoke = self.spec.smoke
-        assert smoke is not None
-        for index, check in enumerate(smoke.checks):
-            assert check.location is not None
-            item = SmokeItem.from_parent(
-                self,
-                name=check.name,
-                spec=self.spec,
-                where=check.location,
-                label=f"smoke.{check.name}",
-                index=index,
-            )
-            for mark in check.marks:
-                self.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
-                item.add_marker(mark)
-            yield item
+        if self.name == "memory":
+            assert self.spec.memory is not None
+            for index, budget in enumerate(self.spec.memory.budgets):
+                yield self._item(BudgetItem, index, budget.name, budget.location, ())
+        else:
+            assert self.spec.smoke is not None
+            for index, check in enumerate(self.spec.smoke.checks):
+                assert check.location is not None
+                yield self._item(SmokeItem, index, check.name, check.location, check.marks)
+
+    def _item(
+        self, kind: type[ModelItem], index: int, name: str, where: Location, marks: Iterable[str]
+    ) -> pytest.Item:
+        item = kind.from_parent(
+            self, name=name, spec=self.spec, where=where, label=f"{self.name}.{name}", index=index
+        )
+        for mark in marks:
+            self.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
+            item.add_marker(mark)
+        return item
 
 
-def _smoke_items(parent: ModelFile, spec: ModelSpec) -> Iterator[pytest.Collector]:
-    if spec.smoke is not None:
-        yield SmokeGroup.from_parent(parent, name="smoke", spec=spec)
+def _section_groups(parent: ModelFile, spec: ModelSpec) -> Iterator[pytest.Collector]:
+    for name, section in (("memory", spec.memory), ("smoke", spec.smoke)):
+        if section is not None:
+            yield SectionGroup.from_parent(parent, name=name, spec=spec)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     only = config.getoption("--only")
     if not only:
         return
-    specs = list(config.stash[_specs_key].values())
     try:
-        chosen = select(specs, only)
+        wanted = config.stash[_pipeline_key].select(config.stash[_specs_key].values(), only)
     except UsageError as error:
         raise pytest.UsageError(str(error)) from None
-    pipeline = config.stash[_pipeline_key]
-    for selected in chosen:
-        if selected.variant is not None:
-            key = Path(selected.spec.path).resolve()
-            if key in pipeline.variants:
-                raise pytest.UsageError(f"--only {only}: pick one variant of {selected.spec.name}")
-            pipeline.variants[key] = selected.variant
-    wanted = {str(selected.spec.path) for selected in chosen}
     keep = [i for i in items if not isinstance(i, ModelItem) or str(i.spec.path) in wanted]
     dropped = [i for i in items if i not in keep]
     if dropped:
@@ -400,7 +350,7 @@ def _record(item: ModelItem, report: pytest.TestReport) -> None:
         ItemRecord(
             id=item.nodeid,
             section=item.section or item.name,
-            name=getattr(item, "item_name", item.name),
+            name=item.item_name,
             location=f"{item.where.path}:{item.where.line}",
             outcome=outcome,
             duration=round(report.duration, 6),
@@ -429,31 +379,10 @@ def _publish_all(config: pytest.Config, report: Report) -> bool:
     ok = True
     for path, record in report.models.items():
         spec = config.stash[_specs_key].get(path)
-        if spec is None:
-            continue
-        # A gate nobody bypasses by accident: -k, --deselect or -x leave checks unrun, and a
-        # model is published only when every one of its checks ran and passed in this run.
-        ran = {item.id for item in record.items}
-        unrun = [i for i in config.stash[_collected_key].get(path, []) if i not in ran]
-        if unrun:
-            shown = ", ".join(i.split("::", 1)[-1] for i in unrun[:5])
-            more = f" and {len(unrun) - 5} more" if len(unrun) > 5 else ""
-            record.publish = {
-                "published": False,
-                "reason": f"not published: {len(unrun)} of its checks did not run ({shown}{more})",
-            }
-            continue
-        try:
-            artifact = config.stash[_pipeline_key].artifact(spec)
-            result = publish_model(spec, artifact, data, raw)
-            record.publish = {
-                "published": result.published,
-                "reason": result.reason,
-                "items": [asdict(item) for item in result.items],
-            }
-        except HarnessError as error:
-            ok = False
-            record.publish = {"published": False, "reason": f"publishing failed: {error}"}
+        if spec is not None:
+            collected = config.stash[_collected_key].get(path, [])
+            pipeline = config.stash[_pipeline_key]
+            ok = publish_gated(spec, pipeline, record, collected, data, raw) and ok
     return ok
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import UsageError
-from harness.units import parse_percent, parse_size
+from harness.units import format_size, parse_percent, parse_size
 
 from ._estimate import ModelSource, _info, estimate
 from ._model import ModelInfo
@@ -137,6 +137,16 @@ class BudgetResult:
                 parts.append(f"{c.what} {_mib(c.used)} of {_mib(c.limit)} ({_mib(c.margin)} free)")
         verdict = "fits" if self.passed else "does not fit"
         return f"{self.budget.name}: {verdict}: " + "; ".join(parts)
+
+    def detail(self) -> tuple[str, ...]:
+        """One line per GPU and the host, then the largest context that fits."""
+        lines = [
+            f"{c.what}: {format_size(c.used)} of {format_size(c.limit)} "
+            f"({'ok' if c.ok else 'over'} by {format_size(abs(c.margin))})"
+            for c in self.checks
+            if c.what != "full offload"
+        ]
+        return (*lines, f"largest context that fits: {self.max_context}")
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -19,7 +19,7 @@ from ._expectations import (
     QuantityExpectation,
 )
 from ._load import load_spec, validate
-from ._records import BuildSpec, Check, Context, ModelSpec, SourceSpec, Variant
+from ._records import NO_CHECKS, BuildSpec, Check, Context, ModelSpec, SourceSpec, Variant
 from ._schema import load_schema
 from ._sections import BudgetSpec, MemorySection, PublishSection, SmokeSection
 from ._smoke import (
@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_SEED",
     "DEFAULT_TIMEOUT",
+    "NO_CHECKS",
     "BudgetSpec",
     "BuildSpec",
     "Check",

@@ -15,7 +15,7 @@ from ._expectations import Expectation
 from ._sections import MemorySection, PublishSection, SmokeSection
 from ._yaml import DataPath, Located
 
-__all__ = ["BuildSpec", "Check", "Context", "ModelSpec", "SourceSpec", "Variant"]
+__all__ = ["NO_CHECKS", "BuildSpec", "Check", "Context", "ModelSpec", "SourceSpec", "Variant"]
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,15 @@ class SourceSpec:
         if not colon or "/" in tag:  # that colon belongs to the path, not a tag
             return text, None
         return directory, tag or None
+
+
+#: Why a model.yaml with nothing to check is refused, and the smallest useful one.
+NO_CHECKS = (
+    "no checks: a model.yaml needs at least one of expect:, memory: budgets or smoke: checks."
+    " The smallest useful one: 'schemaVersion: 1', 'source: {gguf: model.gguf}' and"
+    " 'expect: {architecture: llama}' (or `gguf-harness inspect model.gguf` for the facts to"
+    " expect)"
+)
 
 
 @dataclass(frozen=True)

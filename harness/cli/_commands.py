@@ -1,0 +1,325 @@
+"""The CLI's commands: each takes the parsed arguments, calls the chain, prints what it gives.
+
+Imported only once a command was parsed, so that ``gguf-harness --help`` loads none of the chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.action import matrix, run_action
+from harness.builder import BuildOptions, build_with
+from harness.distribution import RegistryOptions, push_layout
+from harness.errors import UsageError
+from harness.estimate import estimate_run
+from harness.expect import validate
+from harness.gguf import read_facts
+from harness.packerfile import lint
+from harness.pipeline import resolve_artifact
+from harness.smoke import SmokeCheck, dry_run, server_command, smoke, start
+from harness.store import Store
+from harness.toolchain import build_programs, link_python_library, toolchain_report
+from harness.units import format_size, parse_size
+
+from ._tables import estimate_table, facts_table, print_rows, print_summary
+
+__all__ = [
+    "action_command",
+    "build_command",
+    "estimate_command",
+    "inspect_command",
+    "lint_command",
+    "list_command",
+    "matrix_command",
+    "pull_command",
+    "push_command",
+    "remove_command",
+    "run_command",
+    "smoke_command",
+    "test_command",
+    "toolchain_command",
+    "validate_command",
+]
+
+
+def inspect_command(args: argparse.Namespace) -> int:
+    if not any(Path(name).exists() for name in args.files):
+        # Not files: stored models. A summary to read; --json: the full image config.
+        store = Store()
+        if args.json:
+            configs = [store.inspect(ref) for ref in args.files]
+            print(json.dumps(configs[0] if len(configs) == 1 else configs, indent=2))
+            return 0
+        for ref in args.files:
+            print_summary(store.summary(ref))
+        return 0
+    facts = [read_facts(path) for path in args.files]
+    if args.json:
+        print(json.dumps([f.to_json() for f in facts], indent=2))
+        return 0
+    Console().print(facts_table(facts))
+    return 0
+
+
+def validate_command(args: argparse.Namespace) -> int:
+    failed = False
+    for path in args.files:
+        problems = validate(path)
+        for problem in problems:
+            print(problem)
+        if problems:
+            failed = True
+        else:
+            print(f"{path}: ok")
+    return 1 if failed else 0
+
+
+def lint_command(args: argparse.Namespace) -> int:
+    problems = lint([Path(p) for p in args.paths])
+    for problem in problems:
+        print(problem)
+    return 1 if problems else 0
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} {value!r}: expected KEY=VALUE")
+        pairs[key] = rest
+    return pairs
+
+
+def build_command(args: argparse.Namespace) -> int:
+    name, _, tag = args.tag.rpartition(":") if ":" in args.tag else (args.tag, "", "latest")
+    output = Path(args.output) if args.output else Path("out", name.rsplit("/", 1)[-1] or "image")
+    options = BuildOptions(
+        context=Path(args.context),
+        output=output,
+        packerfile=args.packerfile,
+        build_args=_pairs(args.build_arg, "--build-arg"),
+        target=args.target,
+        contexts={k: Path(v) for k, v in _pairs(args.build_context, "--build-context").items()},
+        tag=tag or "latest",
+        labels=_pairs(args.label, "--label"),
+        no_cache=args.no_cache,
+        compression=args.compression,
+    )
+    console = Console(stderr=True)
+    result = build_with(
+        options,
+        builder=args.builder,
+        frontend=args.frontend,
+        report=lambda message: console.print(f"[dim]=>[/dim] {message}"),
+    )
+    print(f"{result.output} {result.manifest.digest}")
+    return 0
+
+
+def _estimate_words(words: list[str]) -> tuple[list[str], list[int], int | None, bool]:
+    """(llama-server argv, GPU sizes, --gpu-layers-step, --json) from what followed MODEL."""
+    server: list[str] = []
+    gpus: list[int] = []
+    step: int | None = None
+    as_json = False
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--json":
+            as_json = True
+        elif word in ("--gpu", "--gpu-layers-step"):
+            if i + 1 >= len(words):
+                raise UsageError(f"estimate: {word} needs a value")
+            value = words[i + 1]
+            i += 1
+            if word == "--gpu":
+                gpus.append(parse_size(value))
+            else:
+                step = _positive(value, word)
+        else:
+            server.append(word)
+        i += 1
+    return server, gpus, step, as_json
+
+
+def _positive(value: str, flag: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"{flag}: {value!r} is not a positive number")
+    return int(value)
+
+
+def estimate_command(args: argparse.Namespace) -> int:
+    artifact = resolve_artifact(args.model)
+    server, gpu_sizes, step, as_json = _estimate_words(args.words)
+    drafter, projector = artifact.role_files("drafter"), artifact.role_files("projector")
+    result = estimate_run(
+        artifact.model,
+        artifact.cmd or (),
+        server,
+        gpu_sizes,
+        gpu_layers_step=step,
+        drafter=drafter[0] if drafter else None,
+        projector=projector[0] if projector else None,
+        adapters=artifact.role_files("adapter"),
+    )
+    growth = result.prompt_cache_max
+    if as_json:
+        extra = {"machine": result.machine_text, "prompt_cache_max_bytes": growth}
+        print(json.dumps([{**extra, **r.to_json()} for r in result.rows], indent=2))
+        return 0
+    console = Console()
+    console.width = max(console.width, 180)  # a wide table: don't squeeze it into 80 columns
+    console.print(f"machine: {result.machine_text}")
+    console.print(estimate_table(list(result.rows)))
+    if growth:
+        console.print(
+            f"run-time growth, not in RAM above: llama-server's prompt cache up to "
+            f"{format_size(growth)} (--cache-ram; -cram 0 turns it off)"
+        )
+    for note in result.rows[0].notes:
+        console.print(f"note: {note}")
+    return 0
+
+
+def push_command(args: argparse.Namespace) -> int:
+    directory, colon, tag = args.layout.rpartition(":")
+    if not colon or "/" in tag:
+        directory, tag = args.layout, ""
+    result = push_layout(
+        Path(directory),
+        args.reference,
+        tag=tag or None,
+        options=RegistryOptions(insecure=args.insecure),
+        report=_say,
+    )
+    state = "pushed" if result.changed else "unchanged"
+    print(f"{result.reference} {result.descriptor.digest} ({state}, {result.bytes_sent} bytes)")
+    return 0
+
+
+def pull_command(args: argparse.Namespace) -> int:
+    model = Store().pull(
+        args.reference, options=RegistryOptions(insecure=args.insecure), report=_say
+    )
+    print(f"{args.reference} {model.id}")
+    return 0
+
+
+def list_command(args: argparse.Namespace) -> int:
+    rows = Store().rows()
+    if args.json:
+        print(json.dumps([asdict(row) for row in rows], indent=2))
+        return 0
+    print_rows(rows)
+    return 0
+
+
+def remove_command(args: argparse.Namespace) -> int:
+    store = Store()
+    for reference in args.references:
+        collected = store.remove(reference)
+        print(f"removed {', '.join(collected.references)}; freed {format_size(collected.freed)}")
+    return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
+    command = server_command(args.image, args.server_args)
+    if args.dry_run:
+        print(dry_run(command, args.by, port=args.port).command_line)
+        return 0
+    # A signal while the server loads stops it too (start() cleans up on any exception); once it
+    # serves, Server.serve passes each signal on to it and waits.
+    previous = {signum: signal.signal(signum, _interrupted) for signum in _STOP_SIGNALS}
+    try:
+        with start(command, args.by, port=args.port) as server:
+            print(f"serving {args.image} at {server.url} (Ctrl-C stops it)", file=sys.stderr)
+            return server.serve()
+    except _Interrupted as stop:
+        return 128 + stop.signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+class _Interrupted(BaseException):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupted(signum: int, _frame: object) -> None:
+    raise _Interrupted(signum)
+
+
+def smoke_command(args: argparse.Namespace) -> int:
+    check = SmokeCheck.from_mapping(
+        {"name": "prompt", "kind": "chat", "prompt": args.prompt, "max_tokens": args.max_tokens}
+    )
+    run = smoke(server_command(args.image, args.server_args), [check], args.by)
+    (result,) = run.results
+    print(result.text if result.text is not None else result.message)
+    return 0 if result.passed else 1
+
+
+def matrix_command(args: argparse.Namespace) -> int:
+    print(json.dumps(matrix(args.paths or ["."])))
+    return 0
+
+
+def action_command(args: argparse.Namespace) -> int:
+    report = args.report or os.environ.get("GGUF_HARNESS_REPORT")
+    if not report:
+        raise UsageError("action: give the report file (or set GGUF_HARNESS_REPORT)")
+    return run_action(report, os.environ)
+
+
+def toolchain_command(args: argparse.Namespace) -> int:
+    programs = None
+    if args.build:
+        programs = build_programs(progress=_say)
+        link_python_library(programs)
+    report = toolchain_report(programs)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        return 0
+    print(f"llama.cpp {report.commit[:7]} (b{report.build_number}), {report.backend} build")
+    print(f"  built in {report.build_seconds:.0f} s into {report.build_dir}")
+    print(f"  in-process library (llama-cpp-python {report.llama_cpp_python}): {report.library}")
+    for info in report.programs:
+        print(f"  {info.name:<17} {info.version:<28} {info.path}")
+    print(f"  converter         {report.converter or 'not unpacked yet'}")
+    return 0
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def test_command(args: argparse.Namespace) -> int:
+    # A fresh interpreter: pytest must import the plugin (and rewrite asserts) itself, which it
+    # cannot do for modules this process has already imported.
+    command = [sys.executable, "-m", "pytest", *args.pytest_args]
+    if {"-h", "--help"} & set(args.pytest_args):
+        usage = subprocess.run(command, capture_output=True, text=True, check=False).stdout
+        lines = usage.splitlines()
+        start = next((i for i, line in enumerate(lines) if line == "gguf-harness:"), None)
+        if start is not None:
+            end = next((i for i in range(start + 1, len(lines)) if not lines[i]), len(lines))
+            print("usage: gguf-harness test [PATH ...] [PYTEST ARG ...]\n")
+            print("\n".join(lines[start:end]))
+            print("\nEvery other argument is pytest's (python -m pytest --help lists them all).")
+            return 0
+    return subprocess.call(command)
