@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.errors import HarnessError
 
-__all__ = ["CACHE_ENV", "atomic_write", "cache_root", "ensure_room"]
+__all__ = [
+    "CACHE_ENV",
+    "atomic_write",
+    "cache_root",
+    "ensure_room",
+    "owned_name",
+    "remove_tree",
+    "sweep_stale",
+]
 
 #: Root of everything the harness caches (builds, unpacked images, llama.cpp's programs).
 CACHE_ENV = "GGUF_HARNESS_CACHE"
@@ -58,3 +68,70 @@ def ensure_room(where: str | os.PathLike[str], needed: int, what: str) -> None:
         raise HarnessError(
             f"not enough disk for {what}: {needed} bytes needed, {free} free in {path}"
         )
+
+
+def owned_name(prefix: str) -> str:
+    """``<prefix><pid>-``: the start of a temporary name that ``sweep_stale`` can tell is
+    abandoned (its process is gone: killed, or lost with the machine)."""
+    return f"{prefix}{os.getpid()}-"
+
+
+def sweep_stale(
+    directory: str | os.PathLike[str],
+    prefix: str,
+    remove: Callable[[Path], object] | None = None,
+) -> int:
+    """Remove the entries of ``directory`` named ``<prefix><pid>-...`` whose process no longer
+    runs: what a ``kill -9`` left half written. Returns how many went. An entry of a live
+    process (this one included), or one whose name carries no pid, is left alone."""
+    folder = Path(directory)
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return 0
+    removed = 0
+    for entry in entries:
+        if not entry.name.startswith(prefix):
+            continue
+        pid = entry.name[len(prefix) :].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        try:
+            (remove or remove_tree)(entry)
+        except FileNotFoundError:
+            continue  # another process swept it first
+        removed += 1
+    return removed
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a file or a directory tree, its read-only parts included (a layer's files keep
+    the modes the image gave them, 0555 directories among them)."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+    os.chmod(path, stat.S_IRWXU)
+    for root, dirs, _files in os.walk(path):
+        for name in dirs:
+            child = os.path.join(root, name)
+            if not os.path.islink(child):
+                os.chmod(child, stat.S_IRWXU)
+    shutil.rmtree(path)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process: running
+    # A zombie still answers: a killed child whose parent died too waits for a reaper that a
+    # container's init may never be.
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): the signal's answer stands
+    return fields[0] not in ("Z", "X")

@@ -2,8 +2,9 @@
 
 ``resolve`` reads manifests only; ``pull_layout`` also fetches every blob into an OCI image
 layout, checking each one's size and digest, and writes the layout all or nothing (what
-``skopeo copy docker://... oci:DIR`` does). The store (``harness.store``) builds on ``resolve``
-and ``RegistryClient.fetch_blob``.
+``skopeo copy docker://... oci:DIR`` does): refused at once when the image cannot fit the free
+disk, and what a killed pull left beside the layout is swept by the next one. The store
+(``harness.store``) builds on ``resolve`` and ``RegistryClient.fetch_blob``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness._fs import ensure_room, owned_name, sweep_stale
 from harness.errors import RegistryError
 from harness.oci import Descriptor, LayoutWriter
 
@@ -121,13 +123,19 @@ def pull_layout(
     ref = reference if isinstance(reference, Reference) else Reference.parse(reference)
     say = report or (lambda _message: None)
     target = Path(dest).absolute()
-    target.parent.mkdir(parents=True, exist_ok=True)
+    partials = f".{target.name}.blob-"
     with RegistryClient(ref.registry, options) as client:
         image = resolve(client, ref, platform)
+        blobs = {d.digest: d.size for d in (image.config, *image.layers)}
+        sweep_stale(target.parent, partials)  # a killed pull's half-fetched blob
+        # Each blob is fetched beside the layout and hard-linked in: the layout's size, once.
+        needed = sum(blobs.values()) + image.manifest.size
+        ensure_room(target.parent, needed, f"the pull of {ref} into {target}")
+        target.parent.mkdir(parents=True, exist_ok=True)
         with LayoutWriter(target) as writer:
             for descriptor in (image.config, *image.layers):
                 say(f"fetching {descriptor.digest[:19]} ({descriptor.size} bytes)")
-                partial = target.parent / f".{target.name}.blob-{secrets.token_hex(6)}"
+                partial = target.parent / f"{owned_name(partials)}{secrets.token_hex(6)}"
                 try:
                     with open(partial, "wb") as out:
                         client.fetch_blob(ref.repository, descriptor, out)

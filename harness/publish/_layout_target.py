@@ -1,15 +1,19 @@
 """Publishing into an OCI image layout: the local default target, no registry needed.
 
 Every format and tag goes into one layout; the report is attached as in a registry without the
-referrers API: an index tagged ``sha256-<hex>`` of the subject lists the report's manifest.
+referrers API: an index tagged ``sha256-<hex>`` of the subject lists the report's manifest. The
+layout is refused before a byte is written when its file system cannot hold what is not
+hard-linked into it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+from harness._fs import ensure_room
 from harness.distribution import Artifact, fallback_tag, referrer_artifact
 from harness.oci import OCI_INDEX, REF_NAME, Descriptor, LayoutWriter, canonical_json
 
@@ -39,6 +43,7 @@ def write_layout_target(
             for fmt, artifact in artifacts.items()
             for name in (tag_for(tag, fmt, spec.formats) for tag in spec.tags)
         ]
+    ensure_room(directory.parent, _room(directory, artifacts, evidence), f"oci:{directory}")
     items: list[Published] = []
     with LayoutWriter(directory) as writer:
         for fmt, artifact in artifacts.items():
@@ -94,3 +99,33 @@ def _add(writer: LayoutWriter, artifact: Artifact) -> Descriptor:
     return Descriptor(
         stored.media_type, stored.digest, stored.size, None, None, artifact.artifact_type
     )
+
+
+def _room(directory: Path, artifacts: Mapping[str, Artifact], evidence: Evidence) -> int:
+    """The bytes the layout takes on its file system: blobs given as bytes, and files that
+    cannot be hard-linked there (another file system); each digest once, as the layout keeps
+    it; plus the report and its referrer manifest and index."""
+    device = _device(directory)
+    sizes: dict[str, int] = {}
+    for artifact in artifacts.values():
+        for node in _tree(artifact):
+            sizes[node.digest] = node.size
+            for digest, (descriptor, source) in node.blobs.items():
+                if isinstance(source, bytes):
+                    sizes[digest] = len(source)
+                elif _device(source) != device:
+                    sizes[digest] = descriptor.size
+    report = 2 * len(evidence.report) + (64 << 10) if evidence.report is not None else 0
+    return sum(sizes.values()) + report * len(artifacts)
+
+
+def _tree(artifact: Artifact) -> Iterator[Artifact]:
+    yield artifact
+    for child in artifact.children:
+        yield from _tree(child)
+
+
+def _device(path: Path) -> int:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return os.stat(path).st_dev

@@ -5,14 +5,21 @@ Targets are registry repositories (``127.0.0.1:5000/smollm2``) or OCI layout dir
 (``oci:out/published``, the local default when model.yaml names no registry). Tags: the first
 format listed gets each tag as is; the others get a suffix (``-modelpack``, ``-dmr``), so
 ``0.5b-q4`` is the seed's image and ``0.5b-q4-modelpack`` its ModelPack artifact.
+
+The disk a publish takes (the files a conversion extracts beside the layout, and what an OCI
+layout target cannot hard-link) is checked before anything is written; the work directory
+carries the process ID, so that what a killed publish left is swept by the next one.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from harness._fs import ensure_room, owned_name, sweep_stale
 from harness.distribution import (
     Artifact,
     Reference,
@@ -24,7 +31,7 @@ from harness.distribution import (
     referrer_artifact,
 )
 from harness.errors import PublishError
-from harness.oci import read_layout
+from harness.oci import Image, read_layout
 
 from ._dmr import dmr_artifact
 from ._evidence import Evidence
@@ -41,6 +48,9 @@ REPORT_ARTIFACT_TYPE = "application/vnd.io.github.gguf-harness.report.v1+json"
 REPORT_MEDIA_TYPE = "application/json"
 
 Report = Callable[[str], None]
+_WORK = ".publish-"
+# Manifests, configs, index.json and the report: never near this much.
+_METADATA_ROOM = 1 << 20
 
 
 def publish(
@@ -72,8 +82,11 @@ def publish(
     # Next to the layout: the same filesystem (hard links, not copies, into a layout target),
     # and room for a model's files, which a small /tmp may not have.
     parent = Path(layout).absolute().parent
-    with tempfile.TemporaryDirectory(prefix=".publish-", dir=parent) as work:
-        artifacts = _convert(Path(layout), tag, spec.formats, annotations, Path(work))
+    image = read_layout(layout, tag)
+    sweep_stale(parent, _WORK)  # a killed publish's extracted files: a model's size each
+    _check_room(Path(layout), image, spec)
+    with tempfile.TemporaryDirectory(prefix=owned_name(_WORK), dir=parent) as work:
+        artifacts = _convert(Path(layout), image, spec.formats, annotations, Path(work))
         items: list[Published] = []
         registry_refs: list[Reference] = []
         for target in spec.references:
@@ -91,14 +104,64 @@ def publish(
     return PublishResult(True, None, tuple(items))
 
 
+def _check_room(layout: Path, image: Image, spec: PublishSpec) -> None:
+    """Refuse before a byte is written when a file system lacks the room: the work directory
+    beside the layout gets the image's files when a format needs them extracted; an OCI layout
+    target gets hard links to the layout's blobs and those files where it shares their file
+    system, else copies."""
+    converted = any(fmt != "gguf-packer" for fmt in spec.formats)
+    work = layout.absolute().parent
+    files = _files_floor(image) if converted else 0
+    blobs = image.config_descriptor.size + sum(d.size for d in image.layers)
+    demands: dict[int, tuple[Path, int]] = {}
+
+    def need(where: Path, size: int) -> None:
+        device = _device(where)
+        first, total = demands.get(device, (where, 0))
+        demands[device] = (first, total + size)
+
+    need(work, files)
+    for target in spec.references:
+        if not target.startswith("oci:"):
+            continue  # a registry's disk is not ours to check
+        dest = Path(target[4:]).absolute()
+        size = _METADATA_ROOM
+        if "gguf-packer" in spec.formats and _device(dest) != _device(layout):
+            size += blobs
+        if converted and _device(dest) != _device(work):
+            size += files
+        need(dest.parent, size)
+    names = ", ".join(t for t in spec.references if t.startswith("oci:"))
+    for where, size in demands.values():
+        ensure_room(where, size, f"publishing {layout}" + (f" to {names}" if names else ""))
+
+
+def _files_floor(image: Image) -> int:
+    """The bytes extracting the image's files writes, as far as they are known before: its
+    layers' sizes (weights hardly compress), or the GGUF bytes its config declares if more."""
+    layers = sum(d.size for d in image.layers)
+    return max(layers, _declared_size(image.config))
+
+
+def _declared_size(config: Mapping[str, Any]) -> int:
+    inner = config.get("config")
+    size = inner.get("Size") if isinstance(inner, Mapping) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 0
+
+
+def _device(path: Path) -> int:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return os.stat(path).st_dev
+
+
 def _convert(
     layout: Path,
-    tag: str | None,
+    image: Image,
     formats: Sequence[str],
     annotations: Mapping[str, str],
     work: Path,
 ) -> dict[str, Artifact]:
-    image = read_layout(layout, tag)
     artifacts: dict[str, Artifact] = {}
     files = facts = None
     for fmt in formats:

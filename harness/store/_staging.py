@@ -1,24 +1,94 @@
 """One pull's staging area: blobs fetched and verified, layers unpacked and checked, all
-under ``tmp/`` until ``commit`` renames them into the store (the caller holds the lock)."""
+under ``tmp/`` until ``commit`` renames them into the store (the caller holds the lock).
+
+Before the staging area is made, ``room_needed`` sizes the whole pull (what the store lacks, at
+its peak) so that a pull that cannot fit fails at once instead of filling the disk; and
+``sweep_staging`` removes what pulls killed earlier left under ``tmp/``.
+"""
 
 from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from harness._fs import sweep_stale
 from harness.errors import StoreError
 from harness.oci import Descriptor
 
+from ._collect import remove_tree
 from ._merge import Placed
 from ._root import StorePaths
 from ._sources import BlobSource
-from ._unpack import LayerIndex, UnpackLimits, unpack_layer
+from ._unpack import LayerIndex, UnpackLimits, layer_compression, unpack_layer
 
-__all__ = ["Staging", "fsync_dir", "relocate"]
+__all__ = ["Staging", "fetch_small", "fsync_dir", "relocate", "room_needed", "sweep_staging"]
 
 _MAX_CONFIG = 64 << 20
+
+
+def fetch_small(source: BlobSource, descriptor: Descriptor, name: str) -> bytes:
+    """A config blob, into memory: it is read before the disk is checked and staging begins."""
+    if descriptor.size > _MAX_CONFIG:
+        raise StoreError(f"{name}: config blob of {descriptor.size} bytes is too large")
+    out = io.BytesIO()
+    source.fetch(descriptor, out)
+    return out.getvalue()
+
+
+def room_needed(
+    paths: StorePaths,
+    source: BlobSource,
+    small: Sequence[Descriptor],
+    layers: Sequence[Descriptor],
+    config: Mapping[str, Any],
+) -> int:
+    """The most disk a pull takes while it runs: the blobs the store lacks (``small``: the
+    manifest, index and config; raw layers), every tar layer it lacks unpacked, and the largest
+    such layer's download, which lives beside its unpacked files until they are checked.
+
+    A compressed layer's unpacked size is only known once unpacked; the floor taken is its
+    compressed size (quantized weights hardly compress), raised to the GGUF bytes a seed
+    image's config declares (``config.Size``) when every tar layer is new.
+    """
+    needed = 0
+    seen: set[str] = set()
+    for descriptor in small:
+        if descriptor.digest not in seen and not paths.blob(descriptor.digest).is_file():
+            needed += descriptor.size
+        seen.add(descriptor.digest)
+    tars: dict[str, Descriptor] = {}
+    all_tars = 0
+    for descriptor in layers:
+        if descriptor.digest in seen:
+            continue  # the same layer twice is fetched and unpacked once
+        seen.add(descriptor.digest)
+        if layer_compression(descriptor.media_type) is None:
+            if not paths.blob(descriptor.digest).is_file():
+                needed += descriptor.size
+            continue
+        all_tars += 1
+        if not (paths.layer(descriptor.digest) / "index.json").is_file():
+            tars[descriptor.digest] = descriptor
+    unpacked = sum(d.size for d in tars.values())
+    if tars and len(tars) == all_tars:
+        unpacked = max(unpacked, _declared_size(config))
+    downloads = [d.size for d in tars.values() if source.local(d) is None]
+    return needed + unpacked + max(downloads, default=0)
+
+
+def sweep_staging(paths: StorePaths) -> int:
+    """Remove the staging directories of pulls whose process is gone (``tmp/<pid>-<random>``);
+    the caller holds the writer lock."""
+    return sweep_stale(paths.tmp, "", remove_tree)
+
+
+def _declared_size(config: Mapping[str, Any]) -> int:
+    inner = config.get("config")
+    size = inner.get("Size") if isinstance(inner, Mapping) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 0
 
 
 class Staging:
@@ -37,13 +107,6 @@ class Staging:
         self.name = name
         self.blobs: dict[str, Path] = {}  # digest -> staged file
         self.layers: dict[str, Path] = {}  # digest -> staged layer directory
-
-    def small_blob(self, descriptor: Descriptor) -> bytes:
-        if descriptor.size > _MAX_CONFIG:
-            raise StoreError(f"{self.name}: config blob of {descriptor.size} bytes is too large")
-        out = io.BytesIO()
-        self.source.fetch(descriptor, out)
-        return out.getvalue()
 
     def put_bytes(self, digest: str, data: bytes) -> None:
         if self.paths.blob(digest).exists() or digest in self.blobs:

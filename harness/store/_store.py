@@ -1,9 +1,12 @@
 """The local model store: pull, import, list, inspect, remove; see _root.py for the layout.
 
-A pull stages everything under ``tmp/`` (blobs fetched and verified, layers unpacked and
-checked, the merged tree planned and its links checked) before taking the writer lock to
-rename the new parts into place and rewrite ``refs.json``. Any failure before that point
-removes the staging directory and leaves the store exactly as it was.
+A pull first sizes itself (``room_needed``: what the store lacks, at its peak) and refuses at
+once, before creating anything, when the disk cannot hold it. It then stages everything under
+``tmp/`` (blobs fetched and verified, layers unpacked and checked, the merged tree planned and
+its links checked) before taking the writer lock to rename the new parts into place and rewrite
+``refs.json``. Any failure before that point removes the staging directory and leaves the store
+exactly as it was; a pull killed before it (``kill -9``) leaves its staging directory, which
+the next pull sweeps.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from harness._fs import ensure_room
 from harness.distribution import (
     ManifestBlob,
     Platform,
@@ -36,7 +40,7 @@ from ._merge import LayerSource, RawFile, build_model, plan_model
 from ._records import Collected, ModelRow, ModelSummary, StoredModel
 from ._root import RefEntry, StorePaths, read_refs, store_root, write_refs
 from ._sources import BlobSource, LayoutSource, RegistrySource
-from ._staging import Staging, fsync_dir, relocate
+from ._staging import Staging, fetch_small, fsync_dir, relocate, room_needed, sweep_staging
 from ._unpack import UnpackLimits, layer_compression
 
 __all__ = ["Store"]
@@ -173,13 +177,22 @@ class Store:
         source: BlobSource,
         say: Report,
     ) -> StoredModel:
+        config_bytes = fetch_small(source, config_descriptor, name)
+        config = _config_json(config_bytes, config_descriptor, name)
+        if self.paths.tmp.is_dir():
+            with self.paths.locked():  # what killed pulls left takes room this pull may need
+                sweep_staging(self.paths)
+        small = [manifest.descriptor, config_descriptor]
+        if index is not None:
+            small.append(index.descriptor)
+        needed = room_needed(self.paths, source, small, layers, config)
+        # Before the store is created or anything staged: a pull that cannot fit leaves nothing.
+        ensure_room(self.paths.root, needed, f"the pull of {name}")
         self.paths.create()
         txn = self.paths.tmp / f"{os.getpid()}-{secrets.token_hex(6)}"
         txn.mkdir()
         try:
             staged = Staging(self.paths, txn, self.limits, source, say, name)
-            config_bytes = staged.small_blob(config_descriptor)
-            config = _config_json(config_bytes, config_descriptor, name)
             diff_ids = _diff_ids(config, len(layers))
             sources: list[LayerSource] = []
             raw_paths: dict[str, str] = {}
