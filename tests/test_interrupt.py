@@ -212,15 +212,16 @@ def test_test_publish_killed_while_building_and_publishing_then_rerun(
     scratch = Path(home["GGUF_HARNESS_CACHE"]) / "build" / "tmp"
     kill_when(argv, home, project, lambda: _reached(scratch, "*/layer", KILL_AT // 2))
     assert not (out / "big").exists() and not published.exists()
-    # Killed while the ModelPack conversion extracts the model next to the layout.
-    kill_when(argv, home, project, lambda: _reached(out, ".publish-*/**/*.gguf", KILL_AT))
+    # Killed while the ModelPack conversion unpacks the model into the harness cache.
+    images = Path(home["GGUF_HARNESS_CACHE"]) / "images"
+    kill_when(argv, home, project, lambda: _reached(images, ".unpack-*/**/*.gguf", KILL_AT))
     assert not published.exists()
-    assert len(list(out.glob(".publish-*"))) == 1
+    assert len(list(images.glob(".unpack-*"))) == 1
     done = cli(argv, home, project)
     assert "big: oci:out/published/big:latest-modelpack sha256:" in done.stdout
     image = _whole_layout(published, "latest-modelpack")
     assert image.layers[0].digest == big.sha256  # the GGUF itself, as a raw layer
-    assert list(out.glob(".publish-*")) == []  # the killed run's extracted files were swept
+    assert list(images.glob(".unpack-*")) == []  # the killed run's unpacked files were swept
 
 
 # --- helpers -------------------------------------------------------------------------------------

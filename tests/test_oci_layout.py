@@ -258,6 +258,23 @@ def test_failure_keeps_the_old_layout_and_success_replaces_it(tmp_path: Path) ->
     assert _siblings(out) == ["layout"]
 
 
+def test_what_a_killed_writer_left_is_recovered_by_the_next(tmp_path: Path) -> None:
+    """kill -9 between moving the old layout aside and renaming the new one in: the next writer
+    puts the old one back (then replaces it as asked) and sweeps the half-written one."""
+    out = tmp_path / "layout"
+    old = _build(out, [LayerEntry("v", b"old")])
+    dead = 2**22 + 1  # above pid_max's default, so no process has it
+    out.rename(tmp_path / f".layout.old-{dead}-0000")
+    (tmp_path / f".layout.tmp-{dead}-0000" / "blobs").mkdir(parents=True)
+    with LayoutWriter(tmp_path / "other"):
+        pass  # another layout's writer leaves this one's leftovers alone
+    assert not out.exists() and len([n for n in _siblings(out) if n.startswith(".")]) == 2
+    with pytest.raises(OCIError), LayoutWriter(out) as writer:
+        writer.add_layer([LayerEntry("v", tmp_path / "missing-file")])
+    assert read_layout(out).descriptor.digest == old.digest  # the old layout is back
+    assert _siblings(out) == ["layout", "other"]
+
+
 def test_refuses_to_replace_a_directory_that_is_not_a_layout(tmp_path: Path) -> None:
     precious = tmp_path / "home"
     precious.mkdir()

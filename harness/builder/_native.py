@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from harness._fs import ensure_room
 from harness.builder._cache import StepCache, step_key
 from harness.builder._images import BaseImages
 from harness.builder._sources import DirectorySource, Source, TreeSource
@@ -34,6 +35,7 @@ from harness.oci import (
     derived_labels,
     gguf_entry,
     image_config,
+    layer_bound,
     seed_config,
     write_layer,
 )
@@ -264,6 +266,8 @@ class _Builder:
             LayerEntry(path, self.store.path(n.digest), n.mode, n.uid, n.gid)
             for path, n in layer.files.items()
         ]
+        # A full disk found before the first byte, with the figures, not mid-write.
+        ensure_room(self.store.root, layer_bound(entries), "the layer")
         scratch = self.store.scratch()
         try:
             tmp = scratch / "layer"

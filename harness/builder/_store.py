@@ -16,9 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from harness._fs import atomic_write, cache_root
+from harness._fs import atomic_write, cache_root, owned_name, sweep_stale
 
 __all__ = ["ContentStore", "cache_root"]
+
+_SCRATCH = "scratch-"
 
 _CHUNK = 1 << 20
 
@@ -109,7 +111,9 @@ class ContentStore:
         in by rename instead of copied."""
         tmp = self.root / "tmp"
         tmp.mkdir(exist_ok=True)
-        return Path(tempfile.mkdtemp(dir=tmp))
+        # Named for this process, so that what a killed build left is swept by the next one.
+        sweep_stale(tmp, _SCRATCH)
+        return Path(tempfile.mkdtemp(prefix=owned_name(_SCRATCH), dir=tmp))
 
     def save(self) -> None:
         if self._stats_dirty:

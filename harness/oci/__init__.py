@@ -11,8 +11,17 @@ the seed's consumer reads it.
 from harness.errors import OCIError
 
 from ._extract import ImageFile, extract, files
-from ._layer import COMPRESSIONS, Layer, LayerEntry, LayerStats, default_mtime, write_layer
-from ._layout import Image, LayoutWriter, blob_path, check_blob_size, read_layout
+from ._layer import (
+    COMPRESSIONS,
+    Layer,
+    LayerEntry,
+    LayerStats,
+    default_mtime,
+    layer_bound,
+    write_layer,
+)
+from ._layout import Image, blob_path, check_blob_size, read_layout
+from ._layout_write import LayoutWriter
 from ._media import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
@@ -42,7 +51,7 @@ from ._seed import (
     seed_config,
 )
 from ._tarread import EXPANSION_FLOOR, MAX_EXPANSION, expansion_cap
-from ._unpacked import in_image_relative, unpack, unpack_root
+from ._unpacked import in_image_relative, is_unpacked, unpack, unpack_root
 
 __all__ = [
     "COMPRESSIONS",
@@ -84,6 +93,8 @@ __all__ = [
     "gguf_entry",
     "image_config",
     "in_image_relative",
+    "is_unpacked",
+    "layer_bound",
     "parse_seed_config",
     "read_layout",
     "seed_config",

@@ -13,20 +13,21 @@ import os
 import posixpath
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from harness._fs import cache_root
+from harness._fs import cache_root, owned_name, sweep_stale
 from harness.errors import OCIError
 
 from ._extract import extract
 from ._layout import Image
 
-__all__ = ["in_image_relative", "unpack", "unpack_root"]
+__all__ = ["in_image_relative", "is_unpacked", "unpack", "unpack_root"]
 
 # Beside a digest's directory, never inside it: the directory holds the image's tree and nothing
 # else, so that a consumer walking it (publish) sees only the image's files.
 _WHOLE = ".whole"
+_STAGING = ".unpack-"
 
 
 def in_image_relative(path: str) -> str:
@@ -42,6 +43,12 @@ def unpack_root(digest: str, base: Path | None = None) -> Path:
     return home / digest.replace(":", "-")
 
 
+def is_unpacked(digest: str, base: Path | None = None) -> bool:
+    """Whether the whole tree of the image with manifest ``digest`` is unpacked already."""
+    root = unpack_root(digest, base)
+    return root.with_name(root.name + _WHOLE).is_file() and root.is_dir()
+
+
 def unpack(
     image: Image,
     paths: Iterable[str] | None = None,
@@ -52,8 +59,11 @@ def unpack(
     """Make each in-image path of ``paths`` a file at ``root/<path>`` (``None``: the image's whole
     tree) and return ``root``. ``have`` maps in-image paths to host files already holding their
     bytes (the builder's store): those are hard-linked, not extracted. Each file appears
-    atomically; a path that names no regular file in the image is an OCIError."""
+    atomically, from a staging directory beside ``root`` that a killed run leaves for the next
+    to sweep; a path that names no regular file in the image is an OCIError."""
     root = unpack_root(image.descriptor.digest, base)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(root.parent, _STAGING)
     if paths is None:
         _unpack_whole(image, root)
         return root
@@ -62,9 +72,7 @@ def unpack(
         if in_image_relative(path) in ("", ".", ".."):
             raise OCIError(f"{path!r} names no file in the image")
     missing = [p for p in wanted if not (root / in_image_relative(p)).is_file()]
-    linked = {p for p in missing if have and p in have and _link(have[p], root, p)}
-    missing = [p for p in missing if p not in linked]
-    if len(missing) > 1 and not root.exists():
+    if len(missing) > 1 and not root.exists() and not have:
         # One pass over the layers for the whole tree (the seed's flattened layers dir) costs
         # less than a pass per file; an image whose tree cannot be written safely (device
         # files, links leaving it) is taken file by file instead.
@@ -74,41 +82,44 @@ def unpack(
         target = root / in_image_relative(path)
         if target.is_file():
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        extract(image, "/" + in_image_relative(path), target)
-        if not target.is_file():
-            shutil.rmtree(target, ignore_errors=True)
-            raise OCIError(f"{path!r} in the image is not a file")
+        with _staging(root) as staging:
+            staged = staging / "file"
+            stored = (have or {}).get(path)
+            if stored is None or not _linked(stored, staged):
+                extract(image, "/" + in_image_relative(path), staged)
+            if not staged.is_file():
+                raise OCIError(f"{path!r} in the image is not a file")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
     return root
 
 
 def _unpack_whole(image: Image, root: Path) -> None:
-    marker = root.with_name(root.name + _WHOLE)
-    if marker.is_file() and root.is_dir():
+    if is_unpacked(image.descriptor.digest, root.parent):
         return
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
-    tree = staging / "tree"
-    try:
+    marker = root.with_name(root.name + _WHOLE)
+    with _staging(root) as staging:
+        tree = staging / "tree"
         extract(image, "/", tree)
         # Files unpacked one by one earlier are the same bytes: the whole tree replaces them.
-        old = staging / "old"
         if root.exists():
-            os.rename(root, old)
+            os.rename(root, staging / "old")
         os.rename(tree, root)
         marker.touch()
+
+
+@contextlib.contextmanager
+def _staging(root: Path) -> Iterator[Path]:
+    staging = Path(tempfile.mkdtemp(prefix=owned_name(_STAGING), dir=root.parent))
+    try:
+        yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _link(stored: Path, root: Path, path: str) -> bool:
-    target = root / in_image_relative(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+def _linked(stored: Path, target: Path) -> bool:
     try:
-        os.link(stored, temporary)
-        os.replace(temporary, target)
+        os.link(stored, target)
     except OSError:
-        temporary.unlink(missing_ok=True)
         return False
     return True

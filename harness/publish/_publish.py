@@ -6,20 +6,18 @@ Targets are registry repositories (``127.0.0.1:5000/smollm2``) or OCI layout dir
 format listed gets each tag as is; the others get a suffix (``-modelpack``, ``-dmr``), so
 ``0.5b-q4`` is the seed's image and ``0.5b-q4-modelpack`` its ModelPack artifact.
 
-The disk a publish takes (the files a conversion extracts beside the layout, and what an OCI
-layout target cannot hard-link) is checked before anything is written; the work directory
-carries the process ID, so that what a killed publish left is swept by the next one.
+The disk a publish takes (the image's files a conversion needs, unpacked once into the harness
+cache, and what an OCI layout target cannot hard-link) is checked before anything is written.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness._fs import ensure_room, owned_name, sweep_stale
+from harness._fs import ensure_room
 from harness.distribution import (
     Artifact,
     Reference,
@@ -31,7 +29,7 @@ from harness.distribution import (
     referrer_artifact,
 )
 from harness.errors import PublishError
-from harness.oci import Image, read_layout
+from harness.oci import Image, is_unpacked, read_layout, unpack_root
 
 from ._dmr import dmr_artifact
 from ._evidence import Evidence
@@ -48,7 +46,6 @@ REPORT_ARTIFACT_TYPE = "application/vnd.io.github.gguf-harness.report.v1+json"
 REPORT_MEDIA_TYPE = "application/json"
 
 Report = Callable[[str], None]
-_WORK = ".publish-"
 # Manifests, configs, index.json and the report: never near this much.
 _METADATA_ROOM = 1 << 20
 
@@ -79,39 +76,36 @@ def publish(
     if not spec.references:
         raise PublishError("no publish reference given (a registry repository or oci:DIR)")
     annotations = {**spec.annotations, **evidence.annotations()}
-    # Next to the layout: the same filesystem (hard links, not copies, into a layout target),
-    # and room for a model's files, which a small /tmp may not have.
-    parent = Path(layout).absolute().parent
     image = read_layout(layout, tag)
-    sweep_stale(parent, _WORK)  # a killed publish's extracted files: a model's size each
     _check_room(Path(layout), image, spec)
-    with tempfile.TemporaryDirectory(prefix=owned_name(_WORK), dir=parent) as work:
-        artifacts = _convert(Path(layout), image, spec.formats, annotations, Path(work))
-        items: list[Published] = []
-        registry_refs: list[Reference] = []
-        for target in spec.references:
-            if target.startswith("oci:"):
-                items += write_layout_target(
-                    Path(target[4:]), artifacts, spec, evidence, REPORT_ARTIFACT_TYPE
-                )
-                continue
-            ref = Reference.parse(target, default_tag=None)
-            if ref.tag or ref.digest:
-                raise PublishError(f"publish reference {target!r} names a tag; give tags apart")
-            mount_from = [str(r.name) for r in registry_refs if r.registry == ref.registry]
-            items += _push_all(ref, artifacts, spec, evidence, options, mount_from, say)
-            registry_refs.append(ref)
+    artifacts = _convert(Path(layout), image, spec.formats, annotations)
+    items: list[Published] = []
+    registry_refs: list[Reference] = []
+    for target in spec.references:
+        if target.startswith("oci:"):
+            items += write_layout_target(
+                Path(target[4:]), artifacts, spec, evidence, REPORT_ARTIFACT_TYPE
+            )
+            continue
+        ref = Reference.parse(target, default_tag=None)
+        if ref.tag or ref.digest:
+            raise PublishError(f"publish reference {target!r} names a tag; give tags apart")
+        mount_from = [str(r.name) for r in registry_refs if r.registry == ref.registry]
+        items += _push_all(ref, artifacts, spec, evidence, options, mount_from, say)
+        registry_refs.append(ref)
     return PublishResult(True, None, tuple(items))
 
 
 def _check_room(layout: Path, image: Image, spec: PublishSpec) -> None:
-    """Refuse before a byte is written when a file system lacks the room: the work directory
-    beside the layout gets the image's files when a format needs them extracted; an OCI layout
-    target gets hard links to the layout's blobs and those files where it shares their file
-    system, else copies."""
+    """Refuse before a byte is written when a file system lacks the room: the harness cache
+    gets the image's files (once per image: harness.oci.unpack) when a format needs them; an OCI
+    layout target gets hard links to the layout's blobs and those files where it shares their
+    file system, else copies."""
     converted = any(fmt != "gguf-packer" for fmt in spec.formats)
-    work = layout.absolute().parent
+    work = unpack_root(image.descriptor.digest)
     files = _files_floor(image) if converted else 0
+    if converted and is_unpacked(image.descriptor.digest):
+        files = 0
     blobs = image.config_descriptor.size + sum(d.size for d in image.layers)
     demands: dict[int, tuple[Path, int]] = {}
 
@@ -156,11 +150,7 @@ def _device(path: Path) -> int:
 
 
 def _convert(
-    layout: Path,
-    image: Image,
-    formats: Sequence[str],
-    annotations: Mapping[str, str],
-    work: Path,
+    layout: Path, image: Image, formats: Sequence[str], annotations: Mapping[str, str]
 ) -> dict[str, Artifact]:
     artifacts: dict[str, Artifact] = {}
     files = facts = None
