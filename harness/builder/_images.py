@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.builder._cache import StepCache, step_key
-from harness.builder._steps import BaseLayer, History, StageState
+from harness.builder._state import BaseLayer, History, StageState
 from harness.builder._store import ContentStore
 from harness.builder._tree import Node, Tree
 from harness.errors import BuildError, HarnessError, Location

@@ -19,7 +19,8 @@ from harness._fs import ensure_room
 from harness.builder._cache import StepCache, step_key
 from harness.builder._images import BaseImages
 from harness.builder._sources import DirectorySource, Source, TreeSource
-from harness.builder._steps import BaseLayer, Change, StageState, Steps
+from harness.builder._state import BaseLayer, Change, StageState
+from harness.builder._steps import Steps
 from harness.builder._store import ContentStore, cache_root
 from harness.builder._tree import Tree, clean_path
 from harness.errors import BuildError, Location

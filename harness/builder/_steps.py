@@ -12,18 +12,27 @@ import posixpath
 import shutil
 import tarfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from harness.builder._cache import StepCache, step_key
 from harness.builder._fetch import download, git_clone, url_basename
 from harness.builder._sources import DirectorySource, Match, Source, TreeSource
+from harness.builder._state import (
+    Change,
+    History,
+    StageState,
+    chmod_bits,
+    directory_files,
+    file_node,
+    listing,
+    owner_ids,
+)
 from harness.builder._store import ContentStore
 from harness.builder._tree import Node, Tree, clean_path, join
 from harness.errors import BuildError, HarnessError, Location
 from harness.gguf import read_facts
-from harness.oci import HISTORY_COMMENT, MAX_EXPANSION, Descriptor, expansion_cap
+from harness.oci import MAX_EXPANSION, expansion_cap
 from harness.packerfile import (
     Add,
     Arg,
@@ -40,61 +49,12 @@ from harness.packerfile import (
 )
 from harness.toolchain import convert, llama_cpp_build, quantize
 
-__all__ = ["BaseLayer", "Change", "StageState", "Steps"]
+__all__ = ["Steps"]
 
 # Types llama-quantize takes without --allow-requantize (general.file_type names).
 _UNQUANTIZED = frozenset({"F32", "F16", "BF16"})
 
 Report = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Change:
-    """The files one instruction wrote: one layer."""
-
-    created_by: str
-    files: dict[str, Node]
-
-
-@dataclass(frozen=True)
-class BaseLayer:
-    """A layer taken as-is from a base image."""
-
-    descriptor: Descriptor
-    diff_id: str
-    blob: Path
-
-
-@dataclass(frozen=True)
-class History:
-    """One history entry, final: ours say ``... # buildkit`` like the seed's frontend."""
-
-    created_by: str
-    empty_layer: bool
-    comment: str = HISTORY_COMMENT
-    created: str | None = None  # a base image's entry keeps its date; ours get the build's
-
-
-@dataclass
-class StageState:
-    tree: Tree = field(default_factory=Tree)
-    layers: list[Change | BaseLayer] = field(default_factory=list)
-    history: list[History] = field(default_factory=list)
-    labels: dict[str, str] = field(default_factory=dict)
-    cmd: tuple[str, ...] | None = None
-    base_name: str | None = None
-    base_digest: str | None = None
-
-    def copy(self) -> StageState:
-        return StageState(
-            self.tree,
-            list(self.layers),
-            list(self.history),
-            dict(self.labels),
-            self.cmd,
-            self.base_name,
-            self.base_digest,
-        )
 
 
 class Steps:
@@ -172,8 +132,8 @@ class Steps:
                 f"{inst.keyword.upper()} with several sources needs a destination ending in /",
                 inst.where("dest"),
             )
-        uid, gid = _owner(inst.chown, state.tree, self.store, inst.location)
-        mode = _mode(inst.chmod, inst.location)
+        uid, gid = owner_ids(inst.chown, state.tree, self.store, inst.location)
+        mode = chmod_bits(inst.chmod, inst.location)
         files: dict[str, Node] = {}
         for match in matches:
             for rel, node in match.files.items():
@@ -197,8 +157,8 @@ class Steps:
         inst: Add | Copy,
         state: StageState,
     ) -> dict[str, Node]:
-        uid, gid = _owner(chown, state.tree, self.store, inst.location)
-        mode = _mode(chmod, inst.location)
+        uid, gid = owner_ids(chown, state.tree, self.store, inst.location)
+        mode = chmod_bits(chmod, inst.location)
         files = {}
         for doc in docs:
             name, content = getattr(doc, "name"), getattr(doc, "content")  # noqa: B009
@@ -295,16 +255,16 @@ class Steps:
 
     def _convert(self, inst: Convert, state: StageState) -> dict[str, Node]:
         source = self._source_tree(inst.from_ref, state, inst.location)
-        model = _directory(source, inst.source, inst.where("arg:0"))
-        base = _directory(source, inst.base, inst.where("flag:base")) if inst.base else None
+        model = directory_files(source, inst.source, inst.where("arg:0"))
+        base = directory_files(source, inst.base, inst.where("flag:base")) if inst.base else None
         key = step_key(
             "CONVERT",
             inst.type,
             inst.cls,
             posixpath.basename(clean_path(inst.source)),
             llama_cpp_build().label,
-            _listing(model),
-            _listing(base) if base is not None else None,
+            listing(model),
+            listing(base) if base is not None else None,
         )
         return {
             clean_path(inst.dest): self._cached(
@@ -329,8 +289,10 @@ class Steps:
 
     def _quantize(self, inst: Quantize, state: StageState) -> dict[str, Node]:
         source = self._source_tree(inst.from_ref, state, inst.location)
-        model = _file(source, inst.source, inst.where("arg:0"))
-        imatrix = _file(source, inst.imatrix, inst.where("flag:imatrix")) if inst.imatrix else None
+        model = file_node(source, inst.source, inst.where("arg:0"))
+        imatrix = (
+            file_node(source, inst.imatrix, inst.where("flag:imatrix")) if inst.imatrix else None
+        )
         if not inst.allow_requantize:
             self._refuse_requantize(inst, model)
         key = step_key(
@@ -419,54 +381,3 @@ class Steps:
 
     def _bytes_node(self, data: bytes) -> Node:
         return Node(self.store.put_bytes(data), len(data))
-
-
-def _directory(tree: Tree, path: str, where: Location) -> dict[str, Node]:
-    files = tree.below(path)
-    if not files:
-        raise BuildError(f"{path}: no such directory in the source of this step", where)
-    return files
-
-
-def _file(tree: Tree, path: str, where: Location) -> Node:
-    try:
-        return tree[path]
-    except KeyError:
-        raise BuildError(f"{path}: no such file in the source of this step", where) from None
-
-
-def _listing(files: Mapping[str, Node]) -> list[tuple[str, str]]:
-    return sorted((rel, node.digest) for rel, node in files.items())
-
-
-def _mode(chmod: str | None, where: Location) -> int | None:
-    if chmod is None:
-        return None
-    # Octal digits only: int() would also take "-1" or "0o7", and masking 17777 to 7777 would
-    # hide the mistake.
-    if not (chmod and set(chmod) <= set("01234567") and int(chmod, 8) <= 0o7777):
-        raise BuildError(f"--chmod={chmod}: expected an octal mode such as 644", where)
-    return int(chmod, 8)
-
-
-def _owner(
-    chown: str | None, tree: Tree, store: ContentStore, where: Location
-) -> tuple[int | None, int | None]:
-    """--chown=USER[:GROUP] by number, or by name through the stage's /etc/passwd and group."""
-    if chown is None:
-        return None, None
-    user, _, group = chown.partition(":")
-    uid = _id(user, "etc/passwd", tree, store, where)
-    gid = _id(group, "etc/group", tree, store, where) if group else uid
-    return uid, gid
-
-
-def _id(name: str, table: str, tree: Tree, store: ContentStore, where: Location) -> int:
-    if name.isdigit():
-        return int(name)
-    if table in tree:
-        for line in store.path(tree[table].digest).read_text(errors="replace").splitlines():
-            fields = line.split(":")
-            if len(fields) > 2 and fields[0] == name and fields[2].isdigit():
-                return int(fields[2])
-    raise BuildError(f"--chown: no {name!r} in the stage's /{table}", where)
