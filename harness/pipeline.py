@@ -13,11 +13,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.action import select
 from harness.builder import BuildOptions, BuildResult, build_with
 from harness.errors import ArtifactError, HarnessError, StoreError, UsageError
 from harness.estimate import BudgetResult, RunSettings, estimate, evaluate_budget
-from harness.expect import MemorySection, ModelSpec, Subject, Variant, load_spec
+from harness.expect import MemorySection, ModelSpec, Subject, Variant, load_spec, select
 from harness.gguf import read_facts
 from harness.oci import in_image_relative, parse_seed_config, read_layout, unpack
 from harness.packerfile import cmd_roles

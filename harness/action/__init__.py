@@ -16,12 +16,12 @@ from harness.action._annotations import (
     workflow_commands,
 )
 from harness.action._chart import mermaid_chart, text_bar, usage_table
-from harness.action._matrix import Selected, find_model_files, matrix, parse_only, select
 from harness.action._memory import Bar, memory_bars
 from harness.action._outputs import append_summary, format_outputs, write_outputs
 from harness.action._records import Item, Model, Run, load_report, parse_report
 from harness.action._run import run_action
 from harness.action._summary import COMMENT_LIMIT, SUMMARY_LIMIT, summary_markdown
+from harness.expect import Selected, find_model_files, matrix, parse_only, select
 
 __all__ = [
     "COMMENT_LIMIT",

@@ -19,6 +19,7 @@ from ._expectations import (
     QuantityExpectation,
 )
 from ._load import load_spec, validate
+from ._matrix import MODEL_FILES, Selected, find_model_files, matrix, parse_only, select
 from ._records import NO_CHECKS, BuildSpec, Check, Context, ModelSpec, SourceSpec, Variant
 from ._schema import load_schema
 from ._sections import BudgetSpec, MemorySection, PublishSection, SmokeSection
@@ -39,6 +40,7 @@ __all__ = [
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_SEED",
     "DEFAULT_TIMEOUT",
+    "MODEL_FILES",
     "NO_CHECKS",
     "BudgetSpec",
     "BuildSpec",
@@ -58,6 +60,7 @@ __all__ = [
     "PresenceExpectation",
     "PublishSection",
     "QuantityExpectation",
+    "Selected",
     "SimilarityBound",
     "SmokeCheck",
     "SmokeSection",
@@ -67,7 +70,11 @@ __all__ = [
     "TextExpect",
     "Variant",
     "evaluate",
+    "find_model_files",
     "load_schema",
     "load_spec",
+    "matrix",
+    "parse_only",
+    "select",
     "validate",
 ]

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
-from harness.expect import ModelSpec, Variant, load_spec
+
+from ._load import load_spec
+from ._records import ModelSpec, Variant
 
 __all__ = ["MODEL_FILES", "Selected", "find_model_files", "matrix", "parse_only", "select"]
 
