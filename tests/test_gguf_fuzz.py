@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import struct
 import tempfile
 from functools import cache
@@ -14,14 +15,21 @@ from hypothesis import strategies as st
 
 from harness.errors import GGUFError
 from harness.gguf import ArraySummary, GGUFHeader, derive_facts, read_header
-from tests.gguf_files import write_fuzz_seed
+from harness.oci import gguf_entry
+from tests.gguf_files import write_fuzz_seed, write_model
+
+# The varied small header, and a model with one key of every scalar type (FLOAT32 among them).
+SEEDS = ("fuzz", "model")
 
 
 @cache
-def seed(big_endian: bool = False) -> bytes:
+def seed(name: str = "fuzz", big_endian: bool = False) -> bytes:
     order = gguf.GGUFEndian.BIG if big_endian else gguf.GGUFEndian.LITTLE
     with tempfile.TemporaryDirectory() as folder:
-        return write_fuzz_seed(Path(folder) / "seed.gguf", order).read_bytes()
+        path = Path(folder) / "seed.gguf"
+        if name == "model":
+            return write_model(path, endianess=order)[0].read_bytes()
+        return write_fuzz_seed(path, order).read_bytes()
 
 
 # Values that make counts, lengths and types lie in the ways that matter.
@@ -38,6 +46,8 @@ INTERESTING = [
     struct.pack("<I", gguf.GGUFValueType.ARRAY),
     struct.pack("<I", gguf.GGUFValueType.STRING),
     struct.pack("<I", 5),  # five dimensions
+    struct.pack("<I", gguf.GGUFValueType.FLOAT32),
+    struct.pack("<f", 3.4028234663852886e38),  # FLT_MAX: some decimals near it overflow a float32
     b"\x80",
     b"\xc3",  # a UTF-8 lead byte with nothing after it
     b"\x00",
@@ -46,9 +56,9 @@ INTERESTING = [
 
 
 @cache
-def boundaries() -> list[int]:
-    """Where the seed's fields start (in either byte order): the bytes most worth mutating."""
-    data = seed()
+def boundaries(name: str = "fuzz") -> list[int]:
+    """Where a seed's fields start (in either byte order): the bytes most worth mutating."""
+    data = seed(name)
     header = read_header(data)
     found = [4, 8, 16, header.data_offset]
     for field in header.metadata.values():
@@ -62,25 +72,37 @@ def boundaries() -> list[int]:
     return sorted(set(found))
 
 
-@st.composite
-def mutated(draw: st.DrawFn) -> bytes:
-    data = bytearray(seed(draw(st.booleans())))
-    for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["flip", "overwrite", "truncate", "insert", "delete"]))
-        anywhere = st.integers(0, max(len(data) - 1, 0))
-        at = min(draw(st.sampled_from(boundaries()) | anywhere), len(data))
+KINDS = ("flip", "overwrite", "truncate", "insert", "delete")
+
+
+def mutate(rng: random.Random) -> bytes:
+    """A seed (either byte order) with one to three mutations, each at a field boundary or
+    anywhere. Hypothesis drives ``rng`` here; benchmarks/fuzz_gguf.py seeds a plain Random."""
+    name = rng.choice(SEEDS)
+    data = bytearray(seed(name, rng.choice((False, True))))
+    fields = boundaries(name)
+    for _ in range(rng.randint(1, 3)):
+        kind = rng.choice(KINDS)
+        anywhere = rng.randint(0, min(len(data), fields[-1]))  # the header, not tensor data
+        at = min(rng.choice(fields) if rng.choice((True, False)) else anywhere, len(data))
         if kind == "flip" and at < len(data):
-            data[at] ^= 1 << draw(st.integers(0, 7))
+            data[at] ^= 1 << rng.randrange(8)
         elif kind == "overwrite":
-            value = draw(st.sampled_from(INTERESTING) | st.binary(min_size=1, max_size=8))
+            value = _value(rng, 8)
             data[at : at + len(value)] = value
         elif kind == "truncate":
             del data[at:]
         elif kind == "insert":
-            data[at:at] = draw(st.sampled_from(INTERESTING) | st.binary(min_size=1, max_size=16))
-        else:
-            del data[at : at + draw(st.integers(1, 16))]
+            data[at:at] = _value(rng, 16)
+        elif kind == "delete":
+            del data[at : at + rng.randint(1, 16)]
     return bytes(data)
+
+
+def _value(rng: random.Random, longest: int) -> bytes:
+    if rng.choice((True, False)):
+        return rng.choice(INTERESTING)
+    return rng.randbytes(rng.randint(1, longest))
 
 
 def check_consistent(header: GGUFHeader, size: int) -> None:
@@ -100,8 +122,9 @@ def check_consistent(header: GGUFHeader, size: int) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-@given(data=mutated(), arrays=st.booleans())
-def test_mutations_succeed_or_raise_gguf_error(data: bytes, arrays: bool) -> None:
+@given(rng=st.randoms(use_true_random=False), arrays=st.booleans())
+def test_mutations_succeed_or_raise_gguf_error(rng: random.Random, arrays: bool) -> None:
+    data = mutate(rng)
     try:
         header = read_header(data, arrays=arrays)
     except GGUFError as error:
@@ -109,6 +132,7 @@ def test_mutations_succeed_or_raise_gguf_error(data: bytes, arrays: bool) -> Non
         assert 0 <= error.location.offset <= len(data)
         return
     check_consistent(header, len(data))
+    json.dumps(gguf_entry(header, "/m.gguf", 1), allow_nan=False)
     try:
         facts = derive_facts([header], ["<mutated>"])
     except GGUFError:
@@ -124,9 +148,10 @@ def test_seeds_are_valid() -> None:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=mutated())
-def test_mutations_both_readers_accept_read_alike(data: bytes) -> None:
+@given(rng=st.randoms(use_true_random=False))
+def test_mutations_both_readers_accept_read_alike(rng: random.Random) -> None:
     """Where gguf.GGUFReader and this reader both accept a mutant, they agree on it."""
+    data = mutate(rng)
     try:
         ours = read_header(data)
     except GGUFError:

@@ -11,7 +11,7 @@ from types import ModuleType
 import pytest
 from gguf import GGMLQuantizationType as T
 
-from harness.gguf import read_facts
+from harness.gguf import model_file_type, read_facts, read_header
 from tests.gguf_files import smollm2_path, write_model, write_no_file_type, write_split
 
 # llama.cpp's print_info scales the parameter count by these factors and prints %.2f (%.3f for T).
@@ -62,14 +62,6 @@ def _same_digits(printed: str, ours: float) -> str:
     return f"{ours:.{decimals}f}"
 
 
-def _llama_file_type(printed: str) -> tuple[str, bool]:
-    """llama.cpp's ftype name ("(guessed) Q4_K - Medium") in our spelling, and if guessed."""
-    name = printed.removeprefix("(guessed) ").removeprefix("all ")
-    for word in ("Small", "Medium", "Large"):
-        name = name.replace(f" - {word}", f"_{word[0]}")
-    return name, printed.startswith("(guessed) ")
-
-
 def _smollm2() -> Path:
     path = smollm2_path()
     if path is None:
@@ -109,7 +101,9 @@ def test_figures_match_llama_cpp(tmp_path: Path, model: str) -> None:
     assert _same_digits(size[1], facts.size / _SIZE_SCALE[size[2]]) == size[1]
     assert _same_digits(size[3], facts.bpw) == size[3]
 
-    assert _llama_file_type(info["file type"]) == (facts.file_type, facts.file_type_inferred)
+    kind = model_file_type([read_header(p) for p in facts.paths])
+    assert info["file type"] == kind.llama_name  # "(guessed) Q4_K - Medium", word for word
+    assert (facts.file_type, facts.file_type_inferred) == (kind.name, kind.inferred)
     assert int(info["n_ctx_train"]) == facts.context_length
     assert int(info["n_embd"]) == facts.embedding_length
     assert int(info["n_layer"]) == facts.block_count

@@ -23,6 +23,7 @@ from harness.gguf import (
     read_facts,
     read_header,
 )
+from harness.gguf._header import MAX_ARRAY, MAX_KVS, MAX_TENSORS, MAX_VALUE
 from tests.gguf_files import (
     raw_gguf,
     raw_kv,
@@ -261,6 +262,11 @@ BAD_INPUTS: dict[str, tuple[bytes, int, str]] = {
     "kv count 2**63": (raw_gguf([ARCH_KV], n_kv=2**63), 16, "key/values need at least"),
     "tensor count 2**63": (raw_gguf([ARCH_KV], n_tensors=2**63), 8, "tensor infos"),
     "key length 2**62": (raw_gguf([_u64(2**62) + b"k" * 8]), 24, "exceeds the limit"),
+    "value length over the limit": (
+        raw_gguf([ARCH_KV, raw_kv("k", V.STRING, _u64(MAX_VALUE + 1) + b"v" * 8)]),
+        AFTER_ARCH + 9 + 4,
+        f"exceeds the limit of {MAX_VALUE} bytes",
+    ),
     "key past the end": (raw_gguf([_u64(1000) + b"abc"]), 24, "needs 1000 bytes"),
     "key not UTF-8": (
         raw_gguf([ARCH_KV, raw_kv(b"bad\xffkey", V.UINT8, b"\x01")]),
@@ -350,6 +356,30 @@ def test_bad_input(tmp_path: Path, case: str) -> None:
         read_header(data, arrays=True)
     assert from_bytes.value.location is not None
     assert from_bytes.value.location.offset == offset
+
+
+def _over_limit(case: str) -> tuple[bytes, int, str]:
+    """Counts one past a limit, with enough bytes after them that only the limit refuses them."""
+    if case == "key/values":
+        n = MAX_KVS + 1
+        return raw_gguf([ARCH_KV], data=bytes(13 * n), n_kv=n), 16, f"limit of {MAX_KVS}"
+    if case == "tensors":
+        n = MAX_TENSORS + 1
+        return raw_gguf([ARCH_KV], data=bytes(24 * n), n_tensors=n), 8, f"limit of {MAX_TENSORS}"
+    n = MAX_ARRAY + 1
+    array = raw_kv("k", V.ARRAY, _u32(V.UINT8) + _u64(n) + bytes(n))
+    return raw_gguf([ARCH_KV, array]), AFTER_ARCH + 9 + 4 + 4, f"limit of {MAX_ARRAY}"
+
+
+@pytest.mark.parametrize("case", ["key/values", "tensors", "array elements"])
+def test_counts_past_the_limits(case: str) -> None:
+    data, offset, fragment = _over_limit(case)
+    started = time.perf_counter()
+    with pytest.raises(GGUFError) as caught:
+        read_header(data)
+    assert time.perf_counter() - started < 0.5  # refused before any loop over the count
+    assert caught.value.location is not None and caught.value.location.offset == offset
+    assert fragment in caught.value.message
 
 
 def test_lying_counts_fail_fast(smollm2: Path) -> None:

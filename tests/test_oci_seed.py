@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -187,9 +188,29 @@ def test_last_key_is_a_skipped_string_array(tmp_path: Path) -> None:
     path = _write_gguf(tmp_path / "m.gguf", extra=merges)
     entry = gguf_entry(read_header(path), "m.gguf", 1)
     _check_offsets_against_gguf_py(path, entry)
-    # Parsed from bytes the header has no file to walk: the one case that cannot be placed.
-    with pytest.raises(OCIError, match="without the file"):
-        gguf_entry(read_header(path.read_bytes()), "m.gguf", 1)
+    # The header parser records where every value ends, so bytes place it as well as a file.
+    assert gguf_entry(read_header(path.read_bytes()), "m.gguf", 1) == entry
+
+
+def test_float32_extremes(tmp_path: Path) -> None:
+    """Found by benchmarks/fuzz_gguf.py: near FLT_MAX a short decimal overflows a float32, which
+    once escaped gguf_entry as an OverflowError. Go writes these as the shortest round trip."""
+    extremes = {"max": 0x7F7FFFFF, "min": 0xFF7FFFFF, "below_max": 0x7F7FFFFE, "tiny": 0x00000001}
+
+    def floats(writer: gguf.GGUFWriter) -> None:
+        for name, bits in extremes.items():
+            value = float(np.frombuffer(struct.pack("<I", bits), np.float32)[0])
+            writer.add_float32(f"test.{name}", value)
+
+    entry = gguf_entry(read_header(_write_gguf(tmp_path / "f.gguf", extra=floats)), "f", 1)
+    values = {kv["key"]: kv["value"] for kv in entry["GGUF"]["header"]["metadataKV"]}
+    assert [values[f"test.{name}"] for name in extremes] == [
+        3.4028235e38,
+        -3.4028235e38,
+        3.4028233e38,
+        1e-45,
+    ]
+    json.dumps(entry, allow_nan=False)
 
 
 def test_omitempty_fields(tmp_path: Path) -> None:
@@ -201,11 +222,11 @@ def test_omitempty_fields(tmp_path: Path) -> None:
 def test_file_type_guessed_without_general_file_type(tmp_path: Path) -> None:
     path = _write_gguf(tmp_path / "guess.gguf", file_type=None)
     entry = gguf_entry(read_header(path), "g.gguf", 1)
-    # Block tensors are F16 and F32, one each; ties go to the lower type id (F32), so F32 (0)
-    # is the guess and omitempty drops it.
-    assert "FileType" not in entry
+    # llama.cpp's guess (harness.gguf's): two of the three tensors are F16, so MOSTLY_F16. The
+    # seed's gguf-parser counts only blk.* tensors (one F16, one F32) and would say F32.
+    assert entry["FileType"] == int(gguf.LlamaFileType.MOSTLY_F16)
     labels = derived_labels(entry, {}, "2024-01-01T00:00:00Z")
-    assert labels["gguf.model.filetype"] == "F32"
+    assert labels["gguf.model.filetype"] == "F16"
 
 
 def test_control_vector_architecture_comes_from_model_hint(tmp_path: Path) -> None:

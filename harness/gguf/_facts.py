@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gguf import Keys, LlamaFileType
+from gguf import Keys
 
 from harness.errors import GGUFError, Location
 
-from ._records import ArraySummary, GGUFHeader, MetadataValue, TensorInfo
+from ._file_type import model_file_type
+from ._records import ArraySummary, GGUFHeader, MetadataValue
 
 __all__ = ["ArraySummary", "GGUFFacts", "derive_facts"]
 
@@ -27,8 +27,8 @@ class GGUFFacts:
     byte_order: str  # "little" or "big"
     architecture: str
     name: str | None
-    file_type: str  # e.g. "Q4_K_M"; from general.file_type, else inferred from tensor types
-    file_type_inferred: bool
+    file_type: str  # e.g. "Q4_K_M": harness.gguf.file_type, llama.cpp's rule
+    file_type_inferred: bool  # no general.file_type: guessed from the tensor types
     parameters: int  # sum of tensor element counts
     size: int  # bytes of tensor data (sum of ggml_nbytes)
     bpw: float  # size * 8 / parameters
@@ -74,7 +74,7 @@ def derive_facts(headers: Sequence[GGUFHeader], paths: Sequence[str] | None = No
     tensors = [t for h in headers for t in h.tensors]
     parameters = sum(t.n_elements for t in tensors)
     size = sum(t.n_bytes for t in tensors)
-    file_type, inferred = _file_type(first, tensors)
+    kind = model_file_type(headers)
     tokens = meta.get(Keys.Tokenizer.LIST)
     vocab = _int(first.get(Keys.LLM.VOCAB_SIZE.format(arch=arch)))
     if vocab is None and tokens is not None and tokens.summary is not None:
@@ -86,8 +86,8 @@ def derive_facts(headers: Sequence[GGUFHeader], paths: Sequence[str] | None = No
         byte_order=first.byte_order,
         architecture=arch,
         name=_text(first.get(Keys.General.NAME)),
-        file_type=file_type,
-        file_type_inferred=inferred,
+        file_type=kind.name,
+        file_type_inferred=kind.inferred,
         parameters=parameters,
         size=size,
         bpw=size * 8 / parameters if parameters else 0.0,
@@ -103,31 +103,6 @@ def derive_facts(headers: Sequence[GGUFHeader], paths: Sequence[str] | None = No
         tokenizer_model=_text(first.get(Keys.Tokenizer.MODEL)),
         metadata={key: field.summary or field.value for key, field in meta.items()},
     )
-
-
-def _file_type(header: GGUFHeader, tensors: Sequence[TensorInfo]) -> tuple[str, bool]:
-    code = _int(header.get(Keys.General.FILE_TYPE))
-    if code is not None:
-        try:
-            return _ftype_name(LlamaFileType(code)), False
-        except ValueError:
-            pass  # a code this gguf package does not know: fall back to the tensors
-    # No (usable) general.file_type: name the type most 2-D weights have, as llama.cpp guesses.
-    weights = [t for t in tensors if len(t.shape) == 2 and t.name.endswith(".weight")]
-    counts = Counter(t.ggml_type for t in (weights or tensors))
-    if not counts:
-        return "UNKNOWN", True
-    ggml_name = counts.most_common(1)[0][0]
-    # llama.cpp calls a mostly-K-quant file the medium mix (Q4_K -> Q4_K_M) where one exists.
-    for candidate in (ggml_name, f"{ggml_name}_M"):
-        for prefix in ("MOSTLY_", "ALL_"):
-            if prefix + candidate in LlamaFileType.__members__:
-                return candidate, True
-    return ggml_name, True
-
-
-def _ftype_name(ftype: LlamaFileType) -> str:
-    return ftype.name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
 def _int(value: MetadataValue | None) -> int | None:

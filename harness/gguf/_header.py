@@ -26,7 +26,16 @@ from harness.errors import GGUFError, Location
 from ._cursor import STRING_PREFIX, Buffer, Cursor
 from ._records import ArraySummary, GGUFHeader, MetadataField, MetadataValue, TensorInfo
 
-__all__ = ["KeepArray", "parse_header", "read_header"]
+__all__ = [
+    "MAX_ARRAY",
+    "MAX_KEY",
+    "MAX_KVS",
+    "MAX_TENSORS",
+    "MAX_VALUE",
+    "KeepArray",
+    "parse_header",
+    "read_header",
+]
 
 KeepArray = Callable[[str], bool]
 
@@ -35,10 +44,15 @@ _VERSIONS = (2, 3)  # v1 used 32-bit counts; llama.cpp dropped it long ago
 _SMALL_ARRAY = 64  # arrays this short are always kept: per-layer figures, not vocabularies
 _MAX_DIMS = 4  # GGML_MAX_DIMS
 _MAX_TENSOR_NAME = 63  # GGML_MAX_NAME - 1 (room for the terminator)
-_MAX_KEY = 65535  # no real key comes near this; a longer one is a corrupt length
+# Bounds no legitimate file reaches (docs/limits.md). "Fits in what is left of the file" alone
+# would let a multi-GiB file make us loop, or hold, in proportion to a lie about a count.
+MAX_KVS = 1 << 16  # real models carry tens to hundreds of keys
+MAX_TENSORS = 1 << 20  # the largest unfused MoE checkpoints have tens of thousands
+MAX_ARRAY = 1 << 24  # the longest real arrays are vocabularies and merges: a few 100k entries
+MAX_KEY = 65535  # no real key comes near this; a longer one is a corrupt length
 # The longest real string values (a whole tokenizer.json) are tens of MiB; a length beyond this
 # in a multi-GiB file is a lie that would otherwise be copied into memory.
-_MAX_VALUE = 1 << 28
+MAX_VALUE = 1 << 28
 _MAX_INT64 = 2**63 - 1  # ggml keeps dimensions and element counts in int64_t
 # Fewest bytes an entry can take: key length + type + 1-byte value; name length + n_dims + type
 # + offset. They bound how many entries the rest of the file could possibly hold.
@@ -105,11 +119,15 @@ def _parse(buf: Buffer, path: str | None, keep: KeepArray) -> GGUFHeader:
             f"{cur.left} bytes that remain",
             8,
         )
+    if kv_count > MAX_KVS:
+        raise cur.error(f"{kv_count} key/values exceed the limit of {MAX_KVS}", 16)
+    if tensor_count > MAX_TENSORS:
+        raise cur.error(f"{tensor_count} tensors exceed the limit of {MAX_TENSORS}", 8)
 
     metadata: dict[str, MetadataField] = {}
     for _ in range(kv_count):
         start = cur.pos
-        key = cur.text("metadata key", strict=True, limit=_MAX_KEY)
+        key = cur.text("metadata key", strict=True, limit=MAX_KEY)
         if not key:
             raise cur.error("empty metadata key", start)
         if key in metadata:
@@ -167,10 +185,10 @@ def _field(cur: Cursor, key: str, start: int, keep: bool) -> MetadataField:
     if vtype is not GGUFValueType.ARRAY:
         value: MetadataValue
         if vtype is GGUFValueType.STRING:
-            value = cur.text(f"value of {key!r}", strict=False, limit=_MAX_VALUE)
+            value = cur.text(f"value of {key!r}", strict=False, limit=MAX_VALUE)
         else:
             value = cur.scalar(vtype, f"value of {key!r}")
-        return MetadataField(key, vtype.name, value, start)
+        return MetadataField(key, vtype.name, value, start, cur.pos)
 
     itype = cur.value_type(f"element type of array {key!r}")
     if itype is GGUFValueType.ARRAY:
@@ -180,10 +198,12 @@ def _field(cur: Cursor, key: str, start: int, keep: bool) -> MetadataField:
     at = cur.pos
     count = cur.u64(f"length of array {key!r}")
     cur.check_array(itype, count, f"array {key!r}", at)
+    if count > MAX_ARRAY:
+        raise cur.error(f"array {key!r}: {count} elements exceed the limit of {MAX_ARRAY}", at)
     keep = keep or count <= _SMALL_ARRAY
     if itype is GGUFValueType.STRING:
         if keep:
-            value = cur.strings(count, f"array {key!r}", _MAX_VALUE)
+            value = cur.strings(count, f"array {key!r}", MAX_VALUE)
         else:
             cur.skip_strings(count, f"array {key!r}")
     elif keep:
@@ -192,7 +212,7 @@ def _field(cur: Cursor, key: str, start: int, keep: bool) -> MetadataField:
         cur.skip_scalars(itype, count)
     if not keep:
         value = ArraySummary(itype.name, count)
-    return MetadataField(key, vtype.name, value, start, itype.name)
+    return MetadataField(key, vtype.name, value, start, cur.pos, itype.name)
 
 
 def _tensor_info(cur: Cursor) -> tuple[TensorInfo, int, int]:

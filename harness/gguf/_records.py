@@ -28,6 +28,7 @@ class MetadataField:
     type: str  # gguf.GGUFValueType name of the value: "UINT32", "STRING", "ARRAY", ...
     value: MetadataValue  # scalar; tuple when an array's body was kept; else ArraySummary
     offset: int  # byte offset of the key's length prefix, for error messages
+    end: int  # byte offset just past the value: where the next key/value (or tensor info) starts
     item_type: str | None = None  # element type name, arrays only
 
     @property

@@ -66,7 +66,7 @@ def model_facts(image: Image) -> ModelFacts:
         parameters=model.parameters,
         parameters_label=labels.get("gguf.model.parameters") or format_parameters(model.parameters),
         bpw_label=labels.get("gguf.model.bpw") or format_bpw(model.bits_per_weight),
-        filetype=labels.get("gguf.model.filetype", ""),
+        filetype=model.derived_file_type.name,  # the GGUF's, not a label another tool wrote
         usage=labels.get("gguf.model.usage", "text-to-text"),
         labels=labels,
         metadata=dict(model.metadata),

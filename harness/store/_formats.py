@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.oci import Descriptor, format_bpw, format_parameters
+from harness.oci import Descriptor, OCIError, format_bpw, format_parameters, parse_seed_config
 
 __all__ = [
     "DMR_CONFIG_TYPES",
@@ -105,11 +105,20 @@ def facts(
         labels.get("gguf.model.parameters")
         or (format_parameters(parameters) if isinstance(parameters, int) else ""),
         labels.get("gguf.model.bpw") or (format_bpw(bpw) if isinstance(bpw, int | float) else ""),
-        labels.get("gguf.model.filetype", ""),
+        _file_type(config) or labels.get("gguf.model.filetype", ""),
         labels.get("gguf.model.usage", ""),
         _str(config.get("created")),
         size if isinstance(size, int) else 0,
     )
+
+
+def _file_type(config: Mapping[str, Any]) -> str:
+    """The main GGUF's file type by harness.gguf's rule: the seed's own label may carry its
+    parser's guess or misnamed type (ftype 15 as ``IQ2_XXS/Q4_K_M``)."""
+    try:
+        return parse_seed_config(config).model.derived_file_type.name
+    except OCIError:
+        return ""  # not a seed image (or a broken one): the label, if any, is all there is
 
 
 def raw_file_path(descriptor: Descriptor, taken: set[str]) -> str:
