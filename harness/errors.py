@@ -8,7 +8,8 @@ control character escaped. Packages raise these classes; none defines its own.
     ├── UsageError          a command line that cannot be acted on
     ├── GGUFError           a malformed GGUF (byte offset)
     ├── SpecError           model.yaml (file:line:col)
-    │   └── SpecErrors          several problems of one file
+    │   ├── SpecErrors          several problems of one file
+    │   └── UnitError           a size, count or percentage that cannot be read
     ├── PackerfileError     a Packerfile or ignore file (file:line:col, ``code``)
     │   ├── PackerfileWarning   legal but probably unintended; collected, never raised
     │   └── PackerfileErrors    several problems of one file
@@ -54,6 +55,7 @@ __all__ = [
     "SpecErrors",
     "StoreError",
     "ToolchainError",
+    "UnitError",
     "UnsafeLayerError",
     "UsageError",
     "printable",
@@ -152,6 +154,10 @@ class GGUFError(HarnessError):
 
 class SpecError(HarnessError):
     """A model.yaml that is not valid YAML or does not match the schema; carries file:line:col."""
+
+
+class UnitError(SpecError, ValueError):
+    """A size, count or percentage that cannot be read; a ValueError too, for argument parsers."""
 
 
 class ArtifactError(HarnessError):

@@ -20,7 +20,7 @@ import re
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
 from typing import Literal, NamedTuple
 
-from harness.errors import Location, SpecError
+from harness.errors import Location, UnitError
 
 __all__ = [
     "COUNT_PATTERN",
@@ -59,10 +59,6 @@ _COUNT_SCALES = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
 
 _SIZE_HINT = "like 450MiB, 2GB or 1.5GiB (K/M/G/T are decimal, Ki/Mi/Gi/Ti binary)"
 _COUNT_HINT = "like 135k, 494M or 1.5B"
-
-
-class UnitError(SpecError, ValueError):
-    """A size, count or percentage that cannot be read; a ValueError too, for argument parsers."""
 
 
 class Quantity(NamedTuple):

@@ -17,7 +17,7 @@ from harness.toolchain import (
     llama_cpp_build,
     toolchain_report,
 )
-from harness.toolchain import _programs as programs_module
+from harness.toolchain import _build_options as programs_module
 
 COMMIT = "0c1e57098bba43ac29e6e3b677cdceebdd22334f"
 SAPPHIRE_RAPIDS = (
