@@ -27,6 +27,7 @@ from harness.oci import (
 from harness.pipeline import artifact_of_layout
 from harness.publish import extract_files
 from harness.smoke import ServerCommand
+from tests.services import Registry
 from tests.test_plugin import write_gguf
 
 
@@ -98,3 +99,57 @@ def test_the_root_is_one_directory_per_manifest(tmp_path: Path, cache: Path) -> 
     with pytest.raises(OCIError, match="not in the image"):
         unpack(image, ["/app/other.gguf"])
     assert not list(root.parent.glob(".*.tmp"))
+
+
+# --- one image, every source -------------------------------------------------------------------
+
+
+@pytest.mark.component("registry")
+def test_the_same_image_through_every_source_gives_the_same_files_and_digests(
+    tmp_path: Path, cache: Path, registry: Registry
+) -> None:
+    """An OCI layout, the registry it was pushed to, and the store filled from each: one image,
+    the same manifest, config and layer digests, the same bytes, and the same model file."""
+    import hashlib
+    import io
+
+    from harness.distribution import (
+        LayoutImageSource,
+        Reference,
+        RegistryClient,
+        RegistryImageSource,
+        RegistryOptions,
+        push_layout,
+    )
+    from harness.pipeline import artifact_of_stored
+    from harness.store import Store
+
+    layout = _layout(tmp_path, ["-m", "/app/m.gguf"])
+    ref = Reference.parse(f"{registry.host}/sources/tiny:v1")
+    options = RegistryOptions(insecure=True)
+    push_layout(layout, ref, options=options)
+    from_layout = LayoutImageSource(layout, "latest")
+    with RegistryClient(ref.registry, options) as client:
+        from_registry = RegistryImageSource(client, ref)
+        images = [from_layout.image(), from_registry.image()]
+        assert images[0] == images[1]
+        for descriptor in (images[0].config, *images[0].layers):
+            fetched = []
+            for source in (from_layout, from_registry):
+                out = io.BytesIO()
+                source.fetch(descriptor, out)
+                fetched.append(out.getvalue())
+            assert fetched[0] == fetched[1]
+            assert "sha256:" + hashlib.sha256(fetched[0]).hexdigest() == descriptor.digest
+        stores = [Store(tmp_path / "a"), Store(tmp_path / "b")]
+        models = [
+            stores[0].add(from_layout, f"{registry.host}/sources/tiny:v1"),
+            stores[1].add(from_registry, f"{registry.host}/sources/tiny:v1"),
+        ]
+    assert models[0].manifest_digest == models[1].manifest_digest == images[0].manifest.digest
+    artifacts = [artifact_of_stored(model) for model in models]
+    assert artifacts[0].model.read_bytes() == artifacts[1].model.read_bytes()
+    assert (
+        artifacts[0].model.read_bytes() == artifact_of_layout(layout, "latest").model.read_bytes()
+    )
+    assert artifacts[0].subject.facts.file_type == artifacts[1].subject.facts.file_type

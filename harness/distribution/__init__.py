@@ -25,6 +25,7 @@ from ._referrers import (
     list_referrers,
     referrer_artifact,
 )
+from ._source import ImageSource, LayoutImageSource, RegistryImageSource, SourceImage
 from ._transfer import BlobSource
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "BlobSource",
     "Credentials",
     "DigestError",
+    "ImageSource",
+    "LayoutImageSource",
     "ManifestBlob",
     "NotFoundError",
     "Platform",
@@ -45,9 +48,11 @@ __all__ = [
     "Reference",
     "RegistryClient",
     "RegistryError",
+    "RegistryImageSource",
     "RegistryOptions",
     "ResolvedImage",
     "RetryPolicy",
+    "SourceImage",
     "attach",
     "choose_platform",
     "docker_config_path",

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from harness._fs import sweep_stale
+from harness.distribution import ImageSource
 from harness.errors import StoreError
 from harness.oci import Descriptor
 
 from ._collect import remove_tree
 from ._merge import Placed
 from ._root import StorePaths
-from ._sources import BlobSource
 from ._unpack import LayerIndex, UnpackLimits, layer_compression, unpack_layer
 
 __all__ = ["Staging", "fetch_small", "fsync_dir", "relocate", "room_needed", "sweep_staging"]
@@ -29,7 +29,7 @@ __all__ = ["Staging", "fetch_small", "fsync_dir", "relocate", "room_needed", "sw
 _MAX_CONFIG = 64 << 20
 
 
-def fetch_small(source: BlobSource, descriptor: Descriptor, name: str) -> bytes:
+def fetch_small(source: ImageSource, descriptor: Descriptor, name: str) -> bytes:
     """A config blob, into memory: it is read before the disk is checked and staging begins."""
     if descriptor.size > _MAX_CONFIG:
         raise StoreError(f"{name}: config blob of {descriptor.size} bytes is too large")
@@ -40,7 +40,7 @@ def fetch_small(source: BlobSource, descriptor: Descriptor, name: str) -> bytes:
 
 def room_needed(
     paths: StorePaths,
-    source: BlobSource,
+    source: ImageSource,
     small: Sequence[Descriptor],
     layers: Sequence[Descriptor],
     config: Mapping[str, Any],
@@ -99,7 +99,7 @@ class Staging:
         paths: StorePaths,
         txn: Path,
         limits: UnpackLimits,
-        source: BlobSource,
+        source: ImageSource,
         say: Callable[[str], None],
         name: str,
     ) -> None:

@@ -22,24 +22,25 @@ from typing import Any
 
 from harness._fs import ensure_room
 from harness.distribution import (
+    ImageSource,
+    LayoutImageSource,
     ManifestBlob,
     Platform,
     Reference,
     RegistryClient,
     RegistryError,
+    RegistryImageSource,
     RegistryOptions,
     parse_descriptor,
-    resolve,
 )
 from harness.errors import StoreError
-from harness.oci import Descriptor, OCIError, parse_seed_config, read_layout
+from harness.oci import Descriptor, OCIError, parse_seed_config
 
 from ._collect import collect, remove_tree
 from ._formats import facts, main_model, raw_file_path
 from ._merge import LayerSource, RawFile, build_model, plan_model
 from ._records import Collected, ModelRow, ModelSummary, StoredModel
 from ._root import RefEntry, StorePaths, read_refs, store_root, write_refs
-from ._sources import BlobSource, LayoutSource, RegistrySource
 from ._staging import Staging, fetch_small, fsync_dir, relocate, room_needed, sweep_staging
 from ._unpack import UnpackLimits, layer_compression
 
@@ -75,23 +76,20 @@ class Store:
         ``platform``); every blob's digest is checked before anything is kept."""
         ref = Reference.parse(reference)
         with RegistryClient(ref.registry, options) as client:
-            image = resolve(client, ref, platform)
-            return self._add(
-                _name(ref), image.manifest, image.index, image.config, image.layers,
-                RegistrySource(client, ref.repository), report or _silent,
-            )  # fmt: skip
+            return self.add(RegistryImageSource(client, ref, platform), _name(ref), report)
 
     def add_layout(
         self, layout: str | Path, reference: str, *, tag: str | None = None
     ) -> StoredModel:
         """Import the image tagged ``tag`` of an OCI layout under the name ``reference``."""
-        image = read_layout(layout, tag)
-        data = image.blob_path(image.descriptor.digest).read_bytes()
-        manifest = ManifestBlob(image.descriptor.media_type, image.descriptor.digest, data)
-        ref = Reference.parse(reference)
+        return self.add(LayoutImageSource(layout, tag), _name(Reference.parse(reference)))
+
+    def add(self, source: ImageSource, name: str, report: Report | None = None) -> StoredModel:
+        """Store the image ``source`` holds under the reference ``name``."""
+        image = source.image()
         return self._add(
-            _name(ref), manifest, None, image.config_descriptor, image.layers,
-            LayoutSource(image.root), _silent,
+            name, image.manifest, image.index, image.config, image.layers, source,
+            report or _silent,
         )  # fmt: skip
 
     # --- reading --------------------------------------------------------------------------
@@ -174,7 +172,7 @@ class Store:
         index: ManifestBlob | None,
         config_descriptor: Descriptor,
         layers: Sequence[Descriptor],
-        source: BlobSource,
+        source: ImageSource,
         say: Report,
     ) -> StoredModel:
         config_bytes = fetch_small(source, config_descriptor, name)
