@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -18,6 +20,7 @@ __all__ = [
     "ensure_room",
     "owned_name",
     "remove_tree",
+    "staged_output",
     "sweep_stale",
 ]
 
@@ -135,3 +138,22 @@ def _alive(pid: int) -> bool:
     except (OSError, IndexError):
         return True  # no /proc (macOS): the signal's answer stands
     return fields[0] not in ("Z", "X")
+
+
+@contextmanager
+def staged_output(target: Path) -> Iterator[Path]:
+    """Yield a fresh path beside ``target`` for a tool to write; on success rename it into place.
+
+    The path is only named, not created: the tool creates it with the usual umask-derived mode
+    (a pre-created ``mkstemp`` file would stay 0600, and that mode would travel into images).
+    On any exception, Ctrl-C included, the partial file is removed.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f"{owned_name(f'.{target.name}.')}{secrets.token_hex(8)}.tmp"
+    try:
+        yield tmp
+        with tmp.open("rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from harness._fs import staged_output
 from harness.errors import ToolchainError
 
 from ._llama import Progress, converter_dir
 from ._process import error_line, run_tool
-from ._staging import staged_output
 
 __all__ = ["CONVERT_CLASSES", "CONVERT_TYPES", "convert"]
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness._fs import staged_output
 from harness.errors import ToolchainError
 
 from ._inprocess import quantize_in_process
@@ -23,7 +24,6 @@ from ._llama import Progress
 from ._process import error_line, run_tool
 from ._programs import find_programs
 from ._qtypes import GGML_TYPE_NAMES, QuantizeOptions, quantize_options
-from ._staging import staged_output
 
 __all__ = [
     "QUANTIZE_BINARY_ENV",
