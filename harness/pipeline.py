@@ -22,7 +22,7 @@ from harness.oci import in_image_relative, parse_seed_config, read_layout, unpac
 from harness.packerfile import cmd_roles
 from harness.publish import Evidence, PublishResult, PublishSpec, publish
 from harness.report import ModelRecord
-from harness.smoke import ServerCommand, SmokeRun, smoke
+from harness.smoke import ServerCommand, SmokeRun, from_stored, smoke
 from harness.store import Store, StoredModel
 from harness.toolchain import llama_cpp_build
 
@@ -56,6 +56,7 @@ class Artifact:
     image: Path | None = None  # the OCI layout, when there is an image
     tag: str | None = None
     build: BuildResult | None = None  # when this session built it
+    stored: StoredModel | None = None  # when it came from the local store
 
     def role_files(self, kind: str) -> list[Path]:
         return [self.files[r.path] for r in cmd_roles(self.cmd or ()) if r.kind == kind]
@@ -83,11 +84,12 @@ def produce_artifact(spec: ModelSpec, out_dir: Path, variant: Variant | None = N
             return artifact_of_layout(path, source.tag)
         except HarnessError as error:
             raise ArtifactError(f"source.image: {error}", source.location) from None
-    raise ArtifactError(
-        f"source.image: {source.reference}: registry images arrive with the distribution "
-        "support; pull it into an OCI layout and use oci:DIR[:TAG]",
-        source.location,
-    )
+    assert source.reference is not None
+    try:
+        # Into the local store (once: a second session finds it there), read in place.
+        return artifact_of_stored(Store().pull(source.reference))
+    except HarnessError as error:
+        raise ArtifactError(f"source.image: {error}", source.location) from None
 
 
 def _artifact_of_build(spec: ModelSpec, out_dir: Path, variant: Variant | None) -> Artifact:
@@ -138,7 +140,7 @@ def artifact_of_stored(model: StoredModel) -> Artifact:
     seed = parse_seed_config(model.config, model.reference)
     files = {r.path: model.path(r.path) for r in cmd_roles(seed.cmd)}
     subject = Subject(facts=read_facts(files[seed.model.cmd_value]), labels=dict(seed.labels))
-    return Artifact(subject, seed.cmd, files)
+    return Artifact(subject, seed.cmd, files, stored=model)
 
 
 #: The forms every command that takes a model accepts, in the order they are tried.
@@ -196,6 +198,8 @@ def run_smoke(spec: ModelSpec, artifact: Artifact) -> SmokeRun:
         command = ServerCommand.from_build(artifact.build, extra)
     elif artifact.image is not None:
         command = ServerCommand.from_layout(artifact.image, artifact.tag, extra)
+    elif artifact.stored is not None:
+        command = from_stored(artifact.stored, extra)
     else:
         command = ServerCommand.from_gguf(artifact.model, extra)
     # Deterministic in CI: one thread (and the checks' own temperature 0 and fixed seed).
@@ -215,7 +219,8 @@ def publish_model(
 ) -> PublishResult:
     """Publish one model's image if every one of its checks in ``report`` passed."""
     if artifact.image is None:
-        return PublishResult(False, "not published: a bare GGUF source has no image to publish")
+        what = "a registry image" if artifact.stored is not None else "a bare GGUF"
+        return PublishResult(False, f"not published: its source is {what}, not a build")
     name = Path(artifact.image).name if artifact.image else spec.name
     # A registry the Action (or the user) names for models whose model.yaml names none.
     registry = os.environ.get("GGUF_HARNESS_REGISTRY", "").rstrip("/")

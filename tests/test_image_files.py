@@ -153,3 +153,35 @@ def test_the_same_image_through_every_source_gives_the_same_files_and_digests(
         artifacts[0].model.read_bytes() == artifact_of_layout(layout, "latest").model.read_bytes()
     )
     assert artifacts[0].subject.facts.file_type == artifacts[1].subject.facts.file_type
+
+
+@pytest.mark.component("registry")
+def test_a_model_yaml_source_image_from_a_registry_is_pulled_once_and_checked(
+    tmp_path: Path, cache: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.distribution import RegistryOptions, push_layout
+    from harness.expect import evaluate, load_spec
+    from harness.pipeline import check_memory, produce_artifact
+    from harness.store import Store
+
+    monkeypatch.setenv("GGUF_HARNESS_STORE", str(tmp_path / "store"))
+    layout = _layout(tmp_path, ["-m", "/app/m.gguf", "-c", "64"])
+    ref = f"{registry.host}/sources/yaml:v1"
+    push_layout(layout, ref, options=RegistryOptions(insecure=True))
+    directory = tmp_path / "model"
+    directory.mkdir()
+    (directory / "model.yaml").write_text(
+        f"schemaVersion: 1\nsource:\n  image: {ref}\n"
+        "expect:\n  architecture: llama\n"
+        "memory:\n  budgets:\n    - name: small\n      ram: 1GiB\n"
+    )
+    spec = load_spec(directory / "model.yaml")
+    artifact = produce_artifact(spec, tmp_path / "out")
+    assert artifact.stored is not None and artifact.stored.reference == ref
+    assert artifact.model.is_relative_to(tmp_path / "store")  # in place in the store
+    (check,) = spec.checks
+    assert evaluate(check, artifact.subject).passed
+    assert spec.memory is not None and check_memory(artifact, spec.memory, 0).passed
+    again = produce_artifact(spec, tmp_path / "out")  # found in the store: same file
+    assert again.model == artifact.model
+    assert [row.reference for row in Store().rows()] == [ref]

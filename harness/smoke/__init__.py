@@ -21,7 +21,7 @@ from harness.expect import (
 )
 
 from ._checks import run_check
-from ._command import SYSTEM_PROMPT_FLAG, ServerCommand, server_command
+from ._command import SYSTEM_PROMPT_FLAG, ServerCommand, from_stored, server_command
 from ._docker import (
     DEFAULT_IMAGE,
     IMAGE_ENV,
@@ -85,6 +85,7 @@ __all__ = [
     "create_container",
     "dry_run",
     "free_port",
+    "from_stored",
     "run_check",
     "runner_for",
     "server_command",

@@ -34,7 +34,7 @@ from harness.packerfile import cmd_file_args
 from harness.store import Store, StoredModel
 from harness.toolchain import ServerArgsError, parse_server_args, server_option
 
-__all__ = ["SYSTEM_PROMPT_FLAG", "ServerCommand", "server_command"]
+__all__ = ["SYSTEM_PROMPT_FLAG", "ServerCommand", "from_stored", "server_command"]
 
 SYSTEM_PROMPT_FLAG = "--system-prompt-file"
 
