@@ -8,7 +8,9 @@ instruction, and the seed's ``config`` (Size, Model, Drafter, Projector, Adapter
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -183,7 +185,7 @@ class _Builder:
         model = entries.get("model")
         if model is None:
             raise BuildError("CMD must point out the main model with -m/--model", cmd_location)
-        created = _created()
+        created = _created(self.options.context)
         labels = derived_labels(
             model[0][0],
             state.labels,
@@ -310,5 +312,21 @@ def _cmd_location(build_plan: BuildPlan) -> Location | None:
     return cmd.location if cmd is not None else None
 
 
-def _created() -> datetime:
-    return datetime.fromtimestamp(default_mtime(), tz=timezone.utc)
+def _created(context: Path) -> datetime:
+    """When the image was made, reproducibly: SOURCE_DATE_EPOCH when set, else the time of the
+    last commit that touched the build context (so ``list`` shows a real date and a rebuild of
+    the same commit the same digest), else the epoch for a context outside git."""
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return datetime.fromtimestamp(default_mtime(), tz=timezone.utc)
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(context), "log", "-1", "--format=%ct", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        done = None
+    seconds = done.stdout.strip() if done is not None and done.returncode == 0 else ""
+    return datetime.fromtimestamp(int(seconds) if seconds.isdigit() else 0, tz=timezone.utc)

@@ -1,0 +1,57 @@
+"""``created`` is a real time that stays reproducible: the last commit of the build context."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness.builder import BuildOptions, build
+from harness.oci import read_layout
+from tests.test_plugin import write_gguf
+
+PACKERFILE = 'FROM scratch\nCOPY m.gguf /app/\nCMD ["-m", "/app/m.gguf"]\n'
+
+
+def _context(path: Path) -> Path:
+    path.mkdir(parents=True)
+    write_gguf(path / "m.gguf")
+    (path / "GGUFPackerfile").write_text(PACKERFILE)
+    return path
+
+
+def _commit(repo: Path, when: str) -> None:
+    env = {**os.environ, "GIT_AUTHOR_DATE": when, "GIT_COMMITTER_DATE": when}
+    env |= {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    env |= {"GIT_COMMITTER_EMAIL": "t@t"}
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "model"]):
+        subprocess.run(["git", "-C", str(repo), *command], env=env, check=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_epoch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    monkeypatch.setenv("GGUF_HARNESS_CACHE", str(tmp_path / "cache"))
+
+
+def test_created_is_the_last_commit_of_the_context(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    context = _context(repo / "models" / "tiny")
+    _commit(repo, "2026-03-04T05:06:07+00:00")
+    first = build(BuildOptions(context, tmp_path / "out1"))
+    assert read_layout(first.output).config["created"] == "2026-03-04T05:06:07Z"
+    again = build(BuildOptions(context, tmp_path / "out2"))
+    assert again.manifest.digest == first.manifest.digest  # reproducible
+
+
+def test_source_date_epoch_wins_and_no_git_means_the_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    context = _context(tmp_path / "loose")
+    outside = build(BuildOptions(context, tmp_path / "out1"))
+    assert read_layout(outside.output).config["created"] == "1970-01-01T00:00:00Z"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")
+    pinned = build(BuildOptions(context, tmp_path / "out2"))
+    assert read_layout(pinned.output).config["created"] == "1970-01-02T00:00:00Z"
