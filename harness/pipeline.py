@@ -34,6 +34,7 @@ __all__ = [
     "artifact_of_layout",
     "artifact_of_stored",
     "check_memory",
+    "model_build_options",
     "produce_artifact",
     "publish_gated",
     "publish_model",
@@ -98,16 +99,23 @@ def _artifact_of_build(spec: ModelSpec, out_dir: Path, variant: Variant | None) 
             f"no `source:` and no Packerfile at {spec.packerfile}: nothing to check",
             spec.location_of("packerfile") if "packerfile" in spec.doc.data else spec.location,
         )
-    options = BuildOptions(
+    output = out_dir / (f"{spec.name}-{variant.name}" if variant else spec.name)
+    options = model_build_options(spec, output, variant)
+    return _artifact_of_result(build_with(options, declared=spec.build.builder))
+
+
+def model_build_options(spec: ModelSpec, output: Path, variant: Variant | None) -> BuildOptions:
+    """How model.yaml says its image is built: its Packerfile, build args (of one variant),
+    target and named contexts (each checked to lie inside the repository or where allowed)."""
+    return BuildOptions(
         context=spec.directory,
-        output=out_dir / (f"{spec.name}-{variant.name}" if variant else spec.name),
+        output=output,
         packerfile=str(spec.packerfile.resolve()),
         build_args=spec.build.args_for(variant),
         target=spec.build.target,
         contexts={name: spec.context_dir(name) for name in spec.build.contexts},
         tag=variant.name if variant else "latest",
     )
-    return _artifact_of_result(build_with(options, declared=spec.build.builder))
 
 
 def _artifact_of_result(result: BuildResult) -> Artifact:

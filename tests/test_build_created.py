@@ -55,3 +55,29 @@ def test_source_date_epoch_wins_and_no_git_means_the_epoch(
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "86400")
     pinned = build(BuildOptions(context, tmp_path / "out2"))
     assert read_layout(pinned.output).config["created"] == "1970-01-02T00:00:00Z"
+
+
+def test_cli_build_of_a_model_directory_takes_its_model_yaml(tmp_path: Path) -> None:
+    """`gguf-harness build DIR` builds as `test` would: model.yaml's build args and named
+    contexts; what the command line gives wins."""
+    from harness.cli import main
+
+    repo = tmp_path / "repo"
+    weights = repo / "weights"
+    weights.mkdir(parents=True)
+    write_gguf(weights / "m.gguf")
+    model = repo / "models" / "tiny"
+    model.mkdir(parents=True)
+    (repo / ".git").mkdir()  # the repository root: contexts may reach anywhere below it
+    (model / "GGUFPackerfile").write_text(
+        'ARG FILE\nFROM scratch\nCOPY --from=weights ${FILE} /app/\nCMD ["-m", "/app/m.gguf"]\n'
+    )
+    (model / "model.yaml").write_text(
+        "schemaVersion: 1\nname: tiny\n"
+        "build:\n  args:\n    FILE: m.gguf\n  contexts:\n    weights: ../../weights\n"
+        "expect:\n  architecture: llama\n"
+    )
+    out = tmp_path / "out"
+    assert main(["build", str(model), "-o", str(out)]) == 0
+    assert read_layout(out).config["config"]["Cmd"] == ["-m", "/app/m.gguf"]
+    assert main(["build", str(model), "-o", str(out), "--build-arg", "FILE=missing.gguf"]) == 1

@@ -21,10 +21,10 @@ from harness.builder import BuildOptions, build_with
 from harness.distribution import RegistryOptions, push_layout
 from harness.errors import UsageError
 from harness.estimate import estimate_run
-from harness.expect import validate
+from harness.expect import load_spec, validate
 from harness.gguf import read_facts
 from harness.packerfile import lint
-from harness.pipeline import resolve_artifact
+from harness.pipeline import model_build_options, resolve_artifact
 from harness.smoke import SmokeCheck, dry_run, server_command, smoke, start
 from harness.store import Store
 from harness.toolchain import build_programs, link_python_library, toolchain_report
@@ -102,14 +102,24 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
 
 def build_command(args: argparse.Namespace) -> int:
     name, _, tag = args.tag.rpartition(":") if ":" in args.tag else (args.tag, "", "latest")
+    # A model directory builds as its model.yaml says; what the command line gives wins.
+    model_yaml = Path(args.context) / "model.yaml"
+    spec = load_spec(model_yaml) if model_yaml.is_file() and not args.packerfile else None
+    if spec is not None and ":" not in args.tag and args.tag == "latest":
+        name = spec.name
     output = Path(args.output) if args.output else Path("out", name.rsplit("/", 1)[-1] or "image")
+    base = model_build_options(spec, output, None) if spec is not None else None
+    cli_contexts = {k: Path(v) for k, v in _pairs(args.build_context, "--build-context").items()}
     options = BuildOptions(
         context=Path(args.context),
         output=output,
-        packerfile=args.packerfile,
-        build_args=_pairs(args.build_arg, "--build-arg"),
-        target=args.target,
-        contexts={k: Path(v) for k, v in _pairs(args.build_context, "--build-context").items()},
+        packerfile=args.packerfile or (base.packerfile if base else None),
+        build_args={
+            **(base.build_args if base else {}),
+            **_pairs(args.build_arg, "--build-arg"),
+        },
+        target=args.target or (base.target if base else None),
+        contexts={**(base.contexts if base else {}), **cli_contexts},
         tag=tag or "latest",
         labels=_pairs(args.label, "--label"),
         no_cache=args.no_cache,
@@ -119,6 +129,7 @@ def build_command(args: argparse.Namespace) -> int:
     result = build_with(
         options,
         builder=args.builder,
+        declared=spec.build.builder if spec is not None else "native",
         frontend=args.frontend,
         report=lambda message: console.print(f"[dim]=>[/dim] {message}"),
     )
