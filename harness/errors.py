@@ -42,6 +42,7 @@ __all__ = [
     "DigestError",
     "GGUFError",
     "HarnessError",
+    "HarnessWarning",
     "Location",
     "NotFoundError",
     "OCIError",
@@ -142,6 +143,11 @@ class HarnessError(Exception):
         if self.location is None:
             return printable(self.message, keep_newlines=True)
         return printable(f"{self.location}: {self.message}", keep_newlines=True)
+
+
+class HarnessWarning(UserWarning):
+    """A check that holds but tests less than it seems to (a chat check answered through
+    llama-server's fallback template); shown by pytest and kept in the report."""
 
 
 class UsageError(HarnessError):

@@ -7,6 +7,7 @@ it, is kept so that every check of the model sees the same artifact or fails wit
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -21,10 +22,10 @@ from harness.gguf import read_facts
 from harness.oci import in_image_relative, parse_seed_config, read_layout, unpack
 from harness.packerfile import cmd_roles
 from harness.publish import Evidence, PublishResult, PublishSpec, publish
-from harness.report import ModelRecord
+from harness.report import ModelRecord, Report
 from harness.smoke import ServerCommand, SmokeRun, from_stored, smoke
 from harness.store import Store, StoredModel
-from harness.toolchain import llama_cpp_build
+from harness.toolchain import llama_cpp_build, parse_server_args
 
 __all__ = [
     "DEFAULT_PUBLISH_TARGET",
@@ -36,10 +37,13 @@ __all__ = [
     "check_memory",
     "model_build_options",
     "produce_artifact",
+    "publish_all",
     "publish_gated",
     "publish_model",
     "resolve_artifact",
+    "run_record",
     "run_smoke",
+    "template_warning",
 ]
 
 # Where the main job publishes when model.yaml names no registry (one OCI layout per model
@@ -215,6 +219,34 @@ def run_smoke(spec: ModelSpec, artifact: Artifact) -> SmokeRun:
     return smoke(command, spec.smoke.checks, threads=threads)
 
 
+def template_warning(spec: ModelSpec, artifact: Artifact, index: int) -> str | None:
+    """Why smoke check ``index`` does not test the model's own chat format, if it does not: a
+    chat check against a GGUF with no chat template, and none given to llama-server, is
+    answered through llama-server's fallback template (as gemma-3-270m base would be)."""
+    assert spec.smoke is not None
+    if spec.smoke.checks[index].kind != "chat" or artifact.subject.facts.chat_template:
+        return None
+    argv = [*(artifact.cmd or ()), *spec.smoke.server_args]
+    given = {arg.key for arg in parse_server_args(argv).args}
+    if given & {"--chat-template", "--chat-template-file"}:
+        return None
+    return (
+        "a chat check against a model with no chat template (tokenizer.chat_template) and no"
+        " --chat-template: llama-server answers through its fallback template, not the model's"
+    )
+
+
+def run_record(spec: ModelSpec, artifact: Artifact, run: SmokeRun) -> dict[str, Any] | None:
+    """What the smoke server cost, beside the estimator's figure for the same settings."""
+    if run.measurements is None:
+        return None
+    return {
+        **asdict(run.measurements),
+        "estimated_ram_bytes": estimated_ram(spec, artifact),
+        "command": run.command_line,
+    }
+
+
 def estimated_ram(spec: ModelSpec, artifact: Artifact) -> int:
     """The estimator's host RAM for the settings the smoke server ran with (no GPU)."""
     extra = spec.smoke.server_args if spec.smoke is not None else ()
@@ -275,6 +307,24 @@ def publish_gated(
         "items": [asdict(item) for item in result.items],
     }
     return True
+
+
+def publish_all(
+    pipeline: Pipeline,
+    report: Report,
+    specs: Mapping[str, ModelSpec],
+    collected: Mapping[str, Sequence[str]],
+) -> bool:
+    """Publish every model of ``report`` whose checks all ran and passed (``publish_gated``);
+    False if a publish itself failed."""
+    data = report.to_json()
+    raw = json.dumps(data, indent=2, default=str).encode()
+    ok = True
+    for path, record in report.models.items():
+        spec = specs.get(path)
+        if spec is not None:
+            ok = publish_gated(spec, pipeline, record, collected.get(path, []), data, raw) and ok
+    return ok
 
 
 def _variant_named(spec: ModelSpec, name: str | None) -> Variant | None:

@@ -7,20 +7,24 @@ core; this module maps them onto pytest's collection, locations and reports.
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
+import warnings
 from collections.abc import Generator, Iterable, Iterator
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 
-from harness.errors import HarnessError, Location, SpecError, UsageError
+from harness.errors import HarnessError, HarnessWarning, Location, SpecError, UsageError
 from harness.expect import NO_CHECKS, Check, ModelSpec, evaluate, load_spec
-from harness.pipeline import Pipeline, check_memory, estimated_ram, publish_gated
+from harness.pipeline import (
+    Pipeline,
+    check_memory,
+    publish_all,
+    run_record,
+    template_warning,
+)
 from harness.report import ItemRecord, Report
-from harness.smoke import SmokeRun
 
 __all__ = ["BudgetItem", "CheckItem", "ModelFile", "ModelItem", "SmokeItem"]
 
@@ -151,6 +155,7 @@ class Outcome(NamedTuple):
     actual: Any
     message: str
     detail: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # what holds but does not test what it seems to
 
 
 class ItemFailed(Exception):
@@ -246,7 +251,12 @@ class SmokeItem(ModelItem):
 
     def measure(self) -> Outcome:
         run = self.pipeline.smoke(self.spec)
-        self._record_run(run)
+        artifact = self.pipeline.artifact(self.spec)
+        record = self.config.stash[_report_key].model(str(self.spec.path), self.spec.name)
+        record.run = record.run or run_record(self.spec, artifact, run)
+        caution = template_warning(self.spec, artifact, self.index)
+        if caution:
+            warnings.warn(HarnessWarning(f"{self.where}: {caution}"), stacklevel=1)
         result = run.results[self.index]
         assert self.spec.smoke is not None
         if result.failures:
@@ -257,17 +267,8 @@ class SmokeItem(ModelItem):
             detail += ("server log:", *result.log_tail.splitlines()[-15:])
         expected = self.spec.smoke.expected[self.index]
         actual = {"text": result.text, **result.measured, "seconds": result.seconds}
-        return Outcome(result.passed, expected, actual, result.message, detail)
-
-    def _record_run(self, run: SmokeRun) -> None:
-        record = self.config.stash[_report_key].model(str(self.spec.path), self.spec.name)
-        if record.run is None and run.measurements is not None:
-            artifact = self.pipeline.artifact(self.spec)
-            record.run = {
-                **asdict(run.measurements),
-                "estimated_ram_bytes": estimated_ram(self.spec, artifact),
-                "command": run.command_line,
-            }
+        cautions = (caution,) if caution else ()
+        return Outcome(result.passed, expected, actual, result.message, detail, cautions)
 
 
 class SectionGroup(pytest.Collector):
@@ -357,6 +358,7 @@ def _record(item: ModelItem, report: pytest.TestReport) -> None:
             expected=measured.expected if measured is not None else None,
             actual=measured.actual if measured is not None else None,
             message=message,
+            warnings=list(measured.warnings) if measured is not None else [],
         )
     )
 
@@ -365,25 +367,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     report = config.stash[_report_key]
     publishing = config.getoption("--publish") and not config.getoption("collectonly")
-    if publishing and not _publish_all(config, report):
+    specs, collected = config.stash[_specs_key], config.stash[_collected_key]
+    if publishing and not publish_all(config.stash[_pipeline_key], report, specs, collected):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     path = config.getoption("--harness-report")
     if path:
         report.write(path)
-
-
-def _publish_all(config: pytest.Config, report: Report) -> bool:
-    """Publish every model whose checks all ran and passed; False if a publish itself failed."""
-    data = report.to_json()
-    raw = json.dumps(data, indent=2, default=str).encode()
-    ok = True
-    for path, record in report.models.items():
-        spec = config.stash[_specs_key].get(path)
-        if spec is not None:
-            collected = config.stash[_collected_key].get(path, [])
-            pipeline = config.stash[_pipeline_key]
-            ok = publish_gated(spec, pipeline, record, collected, data, raw) and ok
-    return ok
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -28,6 +28,7 @@ class ItemRecord:
     expected: Any = None
     actual: Any = None
     message: str = ""
+    warnings: list[str] = field(default_factory=list)  # held, but tests less than it seems
 
 
 @dataclass

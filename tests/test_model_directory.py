@@ -1,4 +1,5 @@
-"""``created`` is a real time that stays reproducible: the last commit of the build context."""
+"""A model directory as a maintainer works with it: build it as model.yaml says, a real `created`
+time, and a warning where a check tests less than it seems."""
 
 from __future__ import annotations
 
@@ -81,3 +82,42 @@ def test_cli_build_of_a_model_directory_takes_its_model_yaml(tmp_path: Path) -> 
     assert main(["build", str(model), "-o", str(out)]) == 0
     assert read_layout(out).config["config"]["Cmd"] == ["-m", "/app/m.gguf"]
     assert main(["build", str(model), "-o", str(out), "--build-arg", "FILE=missing.gguf"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("template", "kind", "server_args", "warned"),
+    [
+        (False, "chat", "[]", True),
+        (True, "chat", "[]", False),
+        (False, "chat", "[--chat-template, chatml]", False),
+        (False, "completion", "[]", False),
+    ],
+)
+def test_a_chat_check_without_a_chat_template_is_warned_about(
+    tmp_path: Path, template: bool, kind: str, server_args: str, warned: bool
+) -> None:
+    import gguf
+    import numpy as np
+
+    from harness.expect import load_spec
+    from harness.pipeline import produce_artifact, template_warning
+
+    writer = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    writer.add_block_count(1)
+    if template:
+        writer.add_chat_template("{{ messages }}")
+    writer.add_tensor("token_embd.weight", np.ones((8, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    (tmp_path / "model.yaml").write_text(
+        "schemaVersion: 1\nsource:\n  gguf: m.gguf\nsmoke:\n"
+        f"  server_args: {server_args}\n  checks:\n"
+        f"    - name: hello\n      kind: {kind}\n      prompt: Say hello.\n"
+    )
+    spec = load_spec(tmp_path / "model.yaml")
+    caution = template_warning(spec, produce_artifact(spec, tmp_path / "out"), 0)
+    assert (caution is not None) == warned
+    if warned:
+        assert caution is not None and "fallback template" in caution
