@@ -506,8 +506,15 @@ def test_quantize_types_are_the_pinned_llama_cpps() -> None:
 
 def test_nesting_past_the_stack_is_an_error_not_a_traceback() -> None:
     deep = "${A:-" * 3000 + "x" + "}" * 3000
+    found = problem(f'FROM scratch\nARG A=x\nLABEL a={deep}\nCMD ["-m", "m.gguf"]\n')
+    assert found.code == "expand" and at(found) == "3:7"
+    assert found.message.startswith("nested too deeply: more than 100 substitutions")
+    assert found.message.endswith("... (18001 characters)")  # the field, cut short
+    # 100 levels are read; 101 are not.
+    ok = "${A:-" * 100 + "x" + "}" * 100
+    parse(f'FROM scratch\nARG A=x\nLABEL a={ok}\nCMD ["-m", "m.gguf"]\n')
     with pytest.raises(PackerfileError, match="nested too deeply"):
-        parse(f'FROM scratch\nARG A=x\nLABEL a={deep}\nCMD ["-m", "m.gguf"]\n')
+        parse(f'FROM scratch\nARG A=x\nLABEL a=${{A:-{ok}}}\nCMD ["-m", "m.gguf"]\n')
     found = problem("FROM scratch\nCMD " + "[" * 5000 + "]" * 5000 + "\n")
     assert "CMD must use the JSON (exec) form" in found.message
 
@@ -515,4 +522,7 @@ def test_nesting_past_the_stack_is_an_error_not_a_traceback() -> None:
 def test_a_line_over_64_kib_is_refused_as_buildkit_refuses_it() -> None:
     found = problem('FROM scratch\nLABEL a="' + "x" * 70_000 + '"\nCMD ["-m", "m.gguf"]\n')
     assert found.code == "line-length" and at(found) == "2:1"
-    assert "over the 65536 BuildKit reads" in found.message
+    assert found.message.startswith("this line is 70010 bytes: dockerfile line greater than")
+    # BuildKit counts bytes: 32768 two-byte characters are one byte too many.
+    found = problem('FROM scratch\nLABEL a="' + "é" * 32768 + '"\nCMD ["-m", "m.gguf"]\n')
+    assert found.code == "line-length" and "max allowed size of 65535" in found.message

@@ -530,8 +530,9 @@ def test_random_text_raises_only_packerfile_errors(pieces: list[str], dockerfile
     except PackerfileError as err:
         assert err.problems and all(isinstance(p, PackerfileError) for p in err.problems)
         assert all(p.location is not None and p.location.line for p in err.problems)
+        assert all("\n" not in str(p) for p in (err, *err.problems))  # one line each
         return
     try:
         plan(pf, build_args={"A": "x"})
     except PackerfileError as err:
-        assert err.problems
+        assert err.problems and all("\n" not in str(p) for p in (err, *err.problems))

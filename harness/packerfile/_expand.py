@@ -17,9 +17,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["ExpandError", "Expanded", "expand_raw", "expand_word"]
+__all__ = ["MAX_NESTING", "ExpandError", "Expanded", "expand_raw", "expand_word"]
 
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
+#: How deep ``${A:-${B:-...}}`` may nest. No real file comes close; the bound keeps the
+#: recursive expander well inside Python's stack whoever calls it (BuildKit's Go has none).
+MAX_NESTING = 100
 
 
 class ExpandError(Exception):
@@ -45,6 +48,7 @@ class _Expander:
         self.escape = escape
         self.quotes = quotes
         self.undefined: list[str] = []
+        self.depth = 0
 
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -159,12 +163,19 @@ class _Expander:
             raise ExpandError("syntax error: missing '}'")
         if ch not in ("-", "+", "?"):
             raise ExpandError(f"unsupported modifier ({modifier}) in substitution")
+        if self.depth >= MAX_NESTING:
+            raise ExpandError(
+                f"nested too deeply: more than {MAX_NESTING} substitutions within one another"
+            )
+        self.depth += 1
         try:
             word = self.run(stop="}")
         except ExpandError:
             if not self.peek():
                 raise ExpandError("syntax error: missing '}'") from None
             raise
+        finally:
+            self.depth -= 1
         is_set = name in self.env
         value = self.env.get(name, "")
         unset = not is_set or (null_is_unset and value == "")

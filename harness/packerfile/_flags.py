@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from harness.errors import Location
-from harness.packerfile._lexer import RawFlag
 from harness.packerfile._problems import Sink
+from harness.packerfile._raw import RawFlag
 
 __all__ = ["FLAG_SPECS", "Flags", "parse_flags"]
 

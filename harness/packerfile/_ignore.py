@@ -39,27 +39,43 @@ def _clean(path: str) -> str:
     return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
 
 
-def _char_class(pattern: str, start: int) -> tuple[str, int] | None:
-    """The regex for the class opening at ``start``, and the index after it; None if open."""
-    i = start + 1
-    out = ["["]
-    if pattern.startswith("^", i):
-        out.append("^")
+def _class_char(pattern: str, i: int) -> tuple[str, int] | None:
+    """The class character at ``i`` (``\\x`` stands for x) and the index after it; None where
+    Go's filepath.Match calls the pattern malformed: nothing left, or an unescaped - or ]."""
+    if i < len(pattern) and pattern[i] == "\\":
         i += 1
-    first = True
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "]" and not first:
-            out.append("]")
-            return "".join(out), i + 1
-        if ch == "\\" and i + 1 < len(pattern):
-            out.append("\\" + pattern[i + 1])
-            i += 2
-        else:
-            out.append("\\" + ch if ch in "\\[]^" else ch)
-            i += 1
-        first = False
-    return None
+    elif i < len(pattern) and pattern[i] in "-]":
+        return None
+    if i >= len(pattern):
+        return None
+    return pattern[i], i + 1
+
+
+def _char_class(pattern: str, start: int) -> tuple[str, int] | None:
+    """The regex for the class opening at ``start``, and the index after it; None when
+    BuildKit refuses it: Go's filepath.Match syntax (``lo`` or ``lo-hi`` items, at least one),
+    and no reversed range, which Go's regexp refuses. Every character is escaped, so Python
+    reads none as a set operation (``--``, ``&&``) or a nested class."""
+    i = start + 1
+    negated = pattern.startswith("^", i)
+    if negated:
+        i += 1
+    items: list[str] = []
+    while not (pattern.startswith("]", i) and items):
+        found = _class_char(pattern, i)
+        if found is None:
+            return None
+        lo, i = found
+        hi = lo
+        if pattern.startswith("-", i):
+            found = _class_char(pattern, i + 1)
+            if found is None:
+                return None
+            hi, i = found
+        if hi < lo:
+            return None
+        items.append(re.escape(lo) if hi == lo else f"{re.escape(lo)}-{re.escape(hi)}")
+    return ("[^" if negated else "[") + "".join(items) + "]", i + 1
 
 
 def _translate(pattern: str) -> str | None:
@@ -164,10 +180,14 @@ def load_ignore(context_dir: str | os.PathLike[str]) -> IgnoreMatcher:
         file = context / DOCKER_IGNORE_FILE
     if not file.is_file():
         return IgnoreMatcher()
+    data = file.read_bytes()
     try:
-        text = file.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
+        # Where a person can look: the line and column of the first bad byte.
+        line = data.count(b"\n", 0, err.start) + 1
+        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
         raise PackerfileError(
-            f"{file.name} is not UTF-8 text", Location(file, offset=err.start), code="encoding"
+            f"{file.name} is not UTF-8 text", Location(file, line, col), code="encoding"
         ) from None
     return parse_ignore(text, str(file))

@@ -1,252 +1,29 @@
 """Raw instructions to typed records: flags, arity and argument forms of the nine.
 
-Records hold the text as written; values are judged in _checks and expanded in _plan.
+Records hold the text as written; values are judged in _checks and expanded in _plan. The
+file instructions (ADD, COPY, CAT) are built in _build_files, the model ones (CONVERT,
+QUANTIZE) in _build_model; FROM, ARG, LABEL and CMD, each one of a kind, are built here.
 """
 
 from __future__ import annotations
 
 import difflib
-import json
 import re
-from collections.abc import Sequence
 
 from harness.errors import Location
-from harness.packerfile._flags import Flags, parse_flags
-from harness.packerfile._lexer import RawHeredoc, RawInstruction, Word, squeeze
+from harness.packerfile._build_base import arg_spans, cmd_history, common_fields
+from harness.packerfile._build_files import build_add, build_cat, build_copy
+from harness.packerfile._build_model import build_convert, build_quantize
+from harness.packerfile._flags import parse_flags
 from harness.packerfile._problems import Sink
-from harness.packerfile._records import (
-    Add,
-    Arg,
-    Cat,
-    Cmd,
-    Convert,
-    Copy,
-    From,
-    Heredoc,
-    Instruction,
-    Label,
-    Quantize,
-)
-from harness.packerfile._types import DEFAULT_CONVERT_TYPE, DEFAULT_QUANTIZE_TYPE
+from harness.packerfile._raw import RawInstruction
+from harness.packerfile._records import Arg, Cmd, From, Instruction, Label
 
-__all__ = ["INSTRUCTIONS", "RESERVED_STAGE_NAMES", "build", "cmd_history"]
+__all__ = ["INSTRUCTIONS", "RESERVED_STAGE_NAMES", "build"]
 
 INSTRUCTIONS = ("ADD", "ARG", "CAT", "CMD", "COPY", "CONVERT", "FROM", "LABEL", "QUANTIZE")
 RESERVED_STAGE_NAMES = ("scratch", "context")
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9-_.]*$")
-_HEREDOC_WORD = re.compile(r"^\d*<<-?[^<]+$")
-_LEADING_TABS = re.compile(r"(?m)^\t+")
-
-
-def _common(raw: RawInstruction, sink: Sink) -> dict[str, object]:
-    return {
-        "location": sink.at(raw.line, raw.col),
-        "keyword": raw.keyword,
-        "original": raw.text,
-        "created_by": squeeze(raw.text, sink.escape),
-    }
-
-
-def cmd_history(keyword: str, args: Sequence[str]) -> str:
-    """CMD's history entry: the keyword as written, then its arguments as one JSON array."""
-    return f"{keyword} {json.dumps(list(args), ensure_ascii=False)}"
-
-
-def _spans(raw: RawInstruction, flags: Flags, sink: Sink) -> dict[str, Location]:
-    spans = {f"flag:{name}": where for name, where in flags.where.items()}
-    for i, word in enumerate(raw.args):
-        spans[f"arg:{i}"] = sink.at(word.line, word.col)
-    if raw.args:
-        spans["dest"] = spans[f"arg:{len(raw.args) - 1}"]
-    return spans
-
-
-def _heredoc(doc: RawHeredoc, sink: Sink) -> Heredoc:
-    content = _LEADING_TABS.sub("", doc.content) if doc.chomp else doc.content
-    return Heredoc(
-        name=doc.name,
-        content=content,
-        expand=doc.expand,
-        chomp=doc.chomp,
-        location=sink.at(doc.line, doc.col),
-    )
-
-
-def _split_names(values: tuple[str, ...]) -> tuple[str, ...]:
-    # "--include-weights=a,b" names two tensors; llama-quantize wants one name per flag.
-    # A value with a variable is split after expansion, in plan().
-    out: list[str] = []
-    for value in values:
-        out.extend([value] if "$" in value else [v for v in value.split(",") if v])
-    return tuple(out)
-
-
-def _copy_like(
-    raw: RawInstruction, keyword: str, sink: Sink
-) -> tuple[Flags, dict[str, Location], list[str], str, tuple[Heredoc, ...]] | None:
-    """Flags, spans, sources, dest and heredocs shared by ADD, COPY and CAT."""
-    flags = parse_flags(keyword, raw.flags, sink)
-    spans = _spans(raw, flags, sink)
-    if len(raw.args) < 2:
-        sink.error(
-            f"{keyword} requires at least two arguments: one or more sources and a destination",
-            sink.at(raw.line, raw.col),
-            "arguments",
-        )
-        return None
-    dest = raw.args[-1]
-    if not raw.json and _HEREDOC_WORD.match(dest.text):
-        sink.error(
-            f"{keyword} cannot accept a heredoc as a destination",
-            sink.at(dest.line, dest.col),
-            "heredoc-dest",
-        )
-        return None
-    by_index = {doc.arg_index: doc for doc in raw.heredocs}
-    sources: list[str] = []
-    for i, word in enumerate(raw.args[:-1]):
-        if i not in by_index:
-            spans[f"source:{len(sources)}"] = sink.at(word.line, word.col)
-            sources.append(word.text)
-    heredocs = tuple(_heredoc(by_index[i], sink) for i in sorted(by_index))
-    return flags, spans, sources, dest.text, heredocs
-
-
-def _build_add(raw: RawInstruction, sink: Sink) -> Add | None:
-    parts = _copy_like(raw, "ADD", sink)
-    if parts is None:
-        return None
-    flags, spans, sources, dest, heredocs = parts
-    return Add(
-        **_common(raw, sink),  # type: ignore[arg-type]
-        spans=spans,
-        sources=tuple(sources),
-        dest=dest,
-        checksum=flags.get("checksum"),
-        keep_git_dir=flags.flag("keep-git-dir"),
-        chown=flags.get("chown"),
-        chmod=flags.get("chmod"),
-        link=flags.flag("link"),
-        exclude=flags.many("exclude"),
-        heredocs=heredocs,
-    )
-
-
-def _build_copy(raw: RawInstruction, sink: Sink) -> Copy | None:
-    parts = _copy_like(raw, "COPY", sink)
-    if parts is None:
-        return None
-    flags, spans, sources, dest, heredocs = parts
-    return Copy(
-        **_common(raw, sink),  # type: ignore[arg-type]
-        spans=spans,
-        from_=flags.get("from"),
-        sources=tuple(sources),
-        dest=dest,
-        parents=flags.flag("parents"),
-        exclude=flags.many("exclude"),
-        chown=flags.get("chown"),
-        chmod=flags.get("chmod"),
-        link=flags.flag("link"),
-        heredocs=heredocs,
-    )
-
-
-def _build_cat(raw: RawInstruction, sink: Sink) -> Cat | None:
-    parts = _copy_like(raw, "CAT", sink)
-    if parts is None:
-        return None
-    _, spans, _, dest, _ = parts
-    by_index = {doc.arg_index: doc for doc in raw.heredocs}
-    pieces: list[Heredoc] = []
-    words: list[Word] = []
-
-    def flush() -> None:
-        # Plain words are text to write (the seed's CAT "hi" /path), joined by single spaces.
-        if words:
-            where = sink.at(words[0].line, words[0].col)
-            text = " ".join(w.text for w in words)
-            pieces.append(Heredoc(name="", content=text, expand=True, chomp=False, location=where))
-            words.clear()
-
-    for i, word in enumerate(raw.args[:-1]):
-        if i in by_index:
-            flush()
-            pieces.append(_heredoc(by_index[i], sink))
-        else:
-            words.append(word)
-    flush()
-    return Cat(
-        **_common(raw, sink),  # type: ignore[arg-type]
-        spans=spans,
-        content="".join(p.content for p in pieces),
-        dest=dest,
-        parts=tuple(pieces),
-    )
-
-
-def _source_dest(
-    raw: RawInstruction, keyword: str, spans: dict[str, Location], sink: Sink
-) -> tuple[str, str] | None:
-    if len(raw.args) < 2:
-        sink.error(
-            f"{keyword} requires two arguments: a source and a destination",
-            sink.at(raw.line, raw.col),
-            "arguments",
-        )
-        return None
-    if len(raw.args) > 2:
-        extra = raw.args[1]
-        sink.error(
-            f"{keyword} takes one source only, got {len(raw.args) - 1}",
-            sink.at(extra.line, extra.col),
-            "arguments",
-        )
-        return None
-    spans["source"] = spans["arg:0"]
-    return raw.args[0].text, raw.args[1].text
-
-
-def _build_convert(raw: RawInstruction, sink: Sink) -> Convert | None:
-    flags = parse_flags("CONVERT", raw.flags, sink)
-    spans = _spans(raw, flags, sink)
-    pair = _source_dest(raw, "CONVERT", spans, sink)
-    if pair is None:
-        return None
-    return Convert(
-        **_common(raw, sink),  # type: ignore[arg-type]
-        spans=spans,
-        from_=flags.get("from"),
-        base=flags.get("base"),
-        source=pair[0],
-        dest=pair[1],
-        type=flags.get("type") or DEFAULT_CONVERT_TYPE,
-        cls=flags.get("class") or "model",
-    )
-
-
-def _build_quantize(raw: RawInstruction, sink: Sink) -> Quantize | None:
-    flags = parse_flags("QUANTIZE", raw.flags, sink)
-    spans = _spans(raw, flags, sink)
-    pair = _source_dest(raw, "QUANTIZE", spans, sink)
-    if pair is None:
-        return None
-    return Quantize(
-        **_common(raw, sink),  # type: ignore[arg-type]
-        spans=spans,
-        from_=flags.get("from"),
-        imatrix=flags.get("imatrix"),
-        include_weights=_split_names(flags.many("include-weights")),
-        exclude_weights=_split_names(flags.many("exclude-weights")),
-        pure=flags.flag("pure"),
-        leave_output_tensor=flags.flag("leave-output-tensor"),
-        allow_requantize=flags.flag("allow-requantize"),
-        output_tensor_type=flags.get("output-tensor-type"),
-        token_embedding_type=flags.get("token-embedding-type"),
-        source=pair[0],
-        dest=pair[1],
-        type=flags.get("type") or DEFAULT_QUANTIZE_TYPE,
-    )
 
 
 def _build_cmd(raw: RawInstruction, sink: Sink) -> Cmd | None:
@@ -267,8 +44,8 @@ def _build_cmd(raw: RawInstruction, sink: Sink) -> Cmd | None:
         )
         return None
     args = tuple(w.text for w in raw.args)
-    common = _common(raw, sink) | {"created_by": cmd_history(raw.keyword, args)}
-    return Cmd(**common, spans=_spans(raw, flags, sink), args=args)  # type: ignore[arg-type]
+    fields = common_fields(raw, sink) | {"created_by": cmd_history(raw.keyword, args)}
+    return Cmd(**fields, spans=arg_spans(raw, flags, sink), args=args)  # type: ignore[arg-type]
 
 
 def _build_label(raw: RawInstruction, sink: Sink) -> Label | None:
@@ -310,7 +87,7 @@ def _build_label(raw: RawInstruction, sink: Sink) -> Label | None:
                 return None
             spans[f"key:{len(items)}"] = sink.at(word.line, word.col)
             items.append((key, value))
-    return Label(**_common(raw, sink), spans=spans, items=tuple(items))  # type: ignore[arg-type]
+    return Label(**common_fields(raw, sink), spans=spans, items=tuple(items))  # type: ignore[arg-type]
 
 
 def _build_args(raw: RawInstruction, sink: Sink) -> list[Arg]:
@@ -346,7 +123,7 @@ def _build_args(raw: RawInstruction, sink: Sink) -> list[Arg]:
 def _build_from(raw: RawInstruction, sink: Sink) -> From:
     flags = parse_flags("FROM", raw.flags, sink)
     where = sink.at(raw.line, raw.col)
-    spans = _spans(raw, flags, sink)
+    spans = arg_spans(raw, flags, sink)
     args = raw.args
     name: str | None = None
     if len(args) == 3 and args[1].text.lower() == "as":
@@ -381,7 +158,7 @@ def _build_from(raw: RawInstruction, sink: Sink) -> From:
     if args:
         spans["image"] = spans["arg:0"]
     return From(
-        **_common(raw, sink),  # type: ignore[arg-type]
+        **common_fields(raw, sink),  # type: ignore[arg-type]
         spans=spans,
         image=args[0].text if args else "",
         name=name,
@@ -398,15 +175,15 @@ def build(raw: RawInstruction, sink: Sink) -> list[Instruction | From]:
     if keyword == "FROM":
         record = _build_from(raw, sink)
     elif keyword == "ADD":
-        record = _build_add(raw, sink)
+        record = build_add(raw, sink)
     elif keyword == "COPY":
-        record = _build_copy(raw, sink)
+        record = build_copy(raw, sink)
     elif keyword == "CAT":
-        record = _build_cat(raw, sink)
+        record = build_cat(raw, sink)
     elif keyword == "CONVERT":
-        record = _build_convert(raw, sink)
+        record = build_convert(raw, sink)
     elif keyword == "QUANTIZE":
-        record = _build_quantize(raw, sink)
+        record = build_quantize(raw, sink)
     elif keyword == "CMD":
         record = _build_cmd(raw, sink)
     elif keyword == "LABEL":

@@ -6,9 +6,9 @@ from pathlib import PurePath
 
 from harness.errors import Location, PackerfileError, PackerfileWarning
 from harness.packerfile._checks import check, check_model, literal
+from harness.packerfile._expand_records import syntax_check
 from harness.packerfile._instructions import build
 from harness.packerfile._lexer import lex
-from harness.packerfile._plan import Resolver, syntax_check
 from harness.packerfile._problems import Sink, raise_problems
 from harness.packerfile._records import (
     Arg,
@@ -22,6 +22,7 @@ from harness.packerfile._records import (
     Quantize,
     Stage,
 )
+from harness.packerfile._resolve import Resolver
 from harness.packerfile._sources import names_packer_frontend
 
 __all__ = ["is_packerfile_name", "parse"]
@@ -128,8 +129,9 @@ def _check_stages(stages: list[Stage], sink: Sink) -> None:
             check_model(cmds[-1], sink)
 
 
-#: BuildKit refuses a Dockerfile line longer than this (bufio.Scanner's 64 KiB token limit).
-MAX_LINE = 64 << 10
+#: The longest line BuildKit reads, in bytes of UTF-8 without the newline: its line scanner
+#: holds 64 KiB, the newline included, and refuses a line that does not fit.
+MAX_LINE_BYTES = (64 << 10) - 1
 
 
 def parse(text: str, path: str = "GGUFPackerfile") -> Packerfile:
@@ -140,9 +142,12 @@ def parse(text: str, path: str = "GGUFPackerfile") -> Packerfile:
     naming a gguf-packer frontend, else it is refused at once as not a Packerfile.
     """
     for number, line in enumerate(text.split("\n"), 1):
-        if len(line) > MAX_LINE:
+        # A character is 4 bytes at most: only a line long in characters needs encoding.
+        size = len(line.encode("utf-8", "surrogatepass")) if len(line) > MAX_LINE_BYTES // 4 else 0
+        if size > MAX_LINE_BYTES:
             raise PackerfileError(
-                f"line {number} is {len(line)} characters: over the {MAX_LINE} BuildKit reads",
+                f"this line is {size} bytes: dockerfile line greater than max allowed size of "
+                f"{MAX_LINE_BYTES} (BuildKit's limit, in bytes of UTF-8)",
                 Location(path, number, 1),
                 code="line-length",
             )

@@ -6,7 +6,13 @@ from collections.abc import Iterable
 
 from harness.errors import Location, PackerfileError, PackerfileErrors, PackerfileWarning
 
-__all__ = ["Sink", "raise_problems"]
+__all__ = ["Sink", "one_line", "raise_problems"]
+
+
+def one_line(message: str) -> str:
+    """``message`` with its line breaks shown escaped: a problem prints as one line,
+    ``file:line:col: message``, though it may quote a heredoc body or a JSON string."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def raise_problems(problems: Iterable[PackerfileError]) -> None:
@@ -36,7 +42,7 @@ class Sink:
         return Location(self.path, line, col)
 
     def error(self, message: str, where: Location, code: str) -> None:
-        self.problems.append(PackerfileError(message, where, code=code))
+        self.problems.append(PackerfileError(one_line(message), where, code=code))
 
     def warn(self, message: str, where: Location, code: str) -> None:
-        self.problems.append(PackerfileWarning(message, where, code=code))
+        self.problems.append(PackerfileWarning(one_line(message), where, code=code))
