@@ -121,3 +121,41 @@ def test_a_chat_check_without_a_chat_template_is_warned_about(
     assert (caution is not None) == warned
     if warned:
         assert caution is not None and "fallback template" in caution
+
+
+def test_inspect_and_estimate_take_every_form_a_model_is_named_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A GGUF, an OCI layout (DIR, DIR:TAG, oci:DIR), a model directory and a store reference:
+    one resolver, the same model; anything else is one error listing the forms tried."""
+    import json
+
+    from harness.cli import main
+    from harness.store import Store
+
+    monkeypatch.setenv("GGUF_HARNESS_STORE", str(tmp_path / "store"))
+    model = _context(tmp_path / "model")
+    (model / "model.yaml").write_text("schemaVersion: 1\nexpect:\n  architecture: llama\n")
+    monkeypatch.chdir(tmp_path)
+    layout = tmp_path / "layout"
+    build(BuildOptions(model, layout, tag="v1"))
+    Store().add_layout(layout, "127.0.0.1:1/tiny:v1", tag="v1")
+    forms = [
+        str(model / "m.gguf"),
+        str(layout),
+        f"{layout}:v1",
+        f"oci:{layout}:v1",
+        str(model),
+        "127.0.0.1:1/tiny:v1",
+    ]
+    for form in forms:
+        assert main(["estimate", form, "-c", "256", "--json"]) == 0, form
+        (row,) = json.loads(capsys.readouterr().out)
+        assert row["arch"] == "llama" and row["context_size"] == 256, form
+    assert main(["inspect", "--json", *forms[:5]]) == 0
+    facts = json.loads(capsys.readouterr().out)
+    assert {f["architecture"] for f in facts} == {"llama"} and len(facts) == 5
+    assert main(["estimate", str(tmp_path / "nothing-here")]) == 1
+    error = capsys.readouterr().err
+    assert "names no model: tried a GGUF file; a model directory" in error
+    assert len(error.strip().splitlines()) == 1

@@ -50,7 +50,8 @@ def _parser() -> argparse.ArgumentParser:
 
     inspect = commands.add_parser(
         "inspect",
-        help="what GGUF files are (header only, fast); for a stored model REF, its image config",
+        help="what a model is: a GGUF file (header only, fast), an OCI layout DIR[:TAG] or a"
+        " model directory (its GGUF's facts); a stored model REF (a summary; --json: its config)",
     )
     inspect.add_argument("files", nargs="+", metavar="FILE|REF")
     inspect.add_argument(

@@ -52,7 +52,7 @@ __all__ = [
 
 
 def inspect_command(args: argparse.Namespace) -> int:
-    if not any(Path(name).exists() for name in args.files):
+    if not any(_on_disk(name) for name in args.files):
         # Not files: stored models. A summary to read; --json: the full image config.
         store = Store()
         if args.json:
@@ -62,12 +62,23 @@ def inspect_command(args: argparse.Namespace) -> int:
         for ref in args.files:
             print_summary(store.summary(ref))
         return 0
-    facts = [read_facts(path) for path in args.files]
+    # GGUF files, OCI layouts and model directories alike: the facts of the model each names.
+    facts = [
+        read_facts(name) if Path(name).is_file() else resolve_artifact(name).subject.facts
+        for name in args.files
+    ]
     if args.json:
         print(json.dumps([f.to_json() for f in facts], indent=2))
         return 0
     Console().print(facts_table(facts))
     return 0
+
+
+def _on_disk(name: str) -> bool:
+    """A file, a directory, or an OCI layout as ``DIR:TAG`` / ``oci:DIR``: not a store REF."""
+    if name.startswith(("oci:", "oci-layout://")):
+        return True
+    return Path(name).exists() or (":" in name and Path(name.rpartition(":")[0]).is_dir())
 
 
 def validate_command(args: argparse.Namespace) -> int:
