@@ -223,6 +223,17 @@ def test_local_layout_target(layout: Path, tmp_path: Path) -> None:
         assert done.returncode == 0 and MODELPACK_ARTIFACT_TYPE in done.stdout
 
 
+def test_the_published_index_carries_each_image_platform(layout: Path, tmp_path: Path) -> None:
+    """docker, containerd and skopeo choose an image from an index by its platform: the seed's
+    image has one (linux/amd64, from its config); ModelPack and DMR artifacts have none."""
+    out = tmp_path / "published"
+    publish(layout, PublishSpec((f"oci:{out}",), ("v1",), formats=FORMATS), PASSED)
+    entries = json.loads((out / "index.json").read_text())["manifests"]
+    by_tag = {e["annotations"]["org.opencontainers.image.ref.name"]: e for e in entries}
+    assert by_tag["v1"]["platform"] == {"architecture": "amd64", "os": "linux"}
+    assert "platform" not in by_tag["v1-modelpack"] and "platform" not in by_tag["v1-dmr"]
+
+
 def test_unknown_format_is_an_error(layout: Path, tmp_path: Path) -> None:
     with pytest.raises(PublishError, match="unknown publish format"):
         publish(layout, PublishSpec((f"oci:{tmp_path}/x",), formats=("ollama",)), PASSED)

@@ -21,7 +21,7 @@ from ._layer import (
     write_layer,
 )
 from ._layout import Image, blob_path, check_blob_size, read_layout
-from ._layout_write import LayoutWriter
+from ._layout_write import LayoutWriter, platform_of
 from ._media import (
     DOCKER_CONFIG,
     DOCKER_LAYER_GZIP,
@@ -96,6 +96,7 @@ __all__ = [
     "is_unpacked",
     "layer_bound",
     "parse_seed_config",
+    "platform_of",
     "read_layout",
     "seed_config",
     "unpack",

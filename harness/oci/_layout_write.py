@@ -32,7 +32,7 @@ from ._media import (
     check_digest,
 )
 
-__all__ = ["LayoutWriter"]
+__all__ = ["LayoutWriter", "platform_of"]
 
 _CHUNK = 1 << 20
 
@@ -195,7 +195,7 @@ class LayoutWriter:
         if annotations:
             manifest["annotations"] = dict(annotations)
         stored = self.add_blob(canonical_json(manifest), OCI_MANIFEST)
-        platform = _platform_of(config) if config_media_type == OCI_CONFIG else None
+        platform = platform_of(config) if config_media_type == OCI_CONFIG else None
         descriptor = Descriptor(
             OCI_MANIFEST, stored.digest, stored.size, None, platform, artifact_type
         )
@@ -257,7 +257,8 @@ def _check_rootfs(config: Mapping[str, Any], layers: Sequence[Layer | Descriptor
         )
 
 
-def _platform_of(config: Mapping[str, Any]) -> dict[str, str] | None:
+def platform_of(config: Mapping[str, Any]) -> dict[str, str] | None:
+    """An image config's platform, as an index entry carries it for consumers to choose by."""
     arch, system = config.get("architecture"), config.get("os")
     if isinstance(arch, str) and isinstance(system, str):
         platform = {"architecture": arch, "os": system}

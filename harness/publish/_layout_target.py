@@ -15,7 +15,16 @@ from pathlib import Path
 
 from harness._fs import ensure_room
 from harness.distribution import Artifact, fallback_tag, referrer_artifact
-from harness.oci import OCI_INDEX, REF_NAME, Descriptor, LayoutWriter, canonical_json
+from harness.oci import (
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    REF_NAME,
+    Descriptor,
+    LayoutWriter,
+    canonical_json,
+    platform_of,
+)
 
 from ._evidence import Evidence
 from ._spec import Published, PublishSpec, tag_for
@@ -96,9 +105,30 @@ def _add(writer: LayoutWriter, artifact: Artifact) -> Descriptor:
         else:
             writer.add_stored_blob(source, descriptor)
     stored = writer.add_blob(artifact.data, artifact.media_type)
+    platform = _platform(artifact)
     return Descriptor(
-        stored.media_type, stored.digest, stored.size, None, None, artifact.artifact_type
+        stored.media_type, stored.digest, stored.size, None, platform, artifact.artifact_type
     )
+
+
+def _platform(artifact: Artifact) -> dict[str, str] | None:
+    """An image manifest's platform from its config (the seed's image: linux/amd64), for the
+    index entry: what docker, containerd and skopeo choose an image by. Artifacts have none."""
+    if artifact.media_type != OCI_MANIFEST or artifact.children:
+        return None
+    config = artifact.json().get("config")
+    if not isinstance(config, dict) or config.get("mediaType") != OCI_CONFIG:
+        return None
+    found = artifact.blobs.get(str(config.get("digest")))
+    if found is None:
+        return None
+    source = found[1]
+    try:
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()
+        value = json.loads(data)
+    except (OSError, ValueError):
+        return None
+    return platform_of(value) if isinstance(value, dict) else None
 
 
 def _room(directory: Path, artifacts: Mapping[str, Artifact], evidence: Evidence) -> int:
