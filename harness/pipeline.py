@@ -15,12 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from harness.builder import BuildOptions, BuildResult, build_with
-from harness.errors import ArtifactError, HarnessError, StoreError, UsageError
+from harness.errors import (
+    ArtifactError,
+    HarnessError,
+    PackerfileError,
+    StoreError,
+    UsageError,
+)
 from harness.estimate import BudgetResult, RunSettings, estimate, evaluate_budget
 from harness.expect import MemorySection, ModelSpec, Subject, Variant, load_spec, select
 from harness.gguf import read_facts
 from harness.oci import in_image_relative, parse_seed_config, read_layout, unpack
-from harness.packerfile import cmd_roles
+from harness.packerfile import cmd_roles, lint
 from harness.publish import Evidence, PublishResult, PublishSpec, publish
 from harness.report import ModelRecord, Report
 from harness.smoke import ServerCommand, SmokeRun, from_stored, smoke
@@ -35,6 +41,7 @@ __all__ = [
     "artifact_of_layout",
     "artifact_of_stored",
     "check_memory",
+    "lint_model",
     "model_build_options",
     "produce_artifact",
     "publish_all",
@@ -184,6 +191,13 @@ def resolve_artifact(text: str, out_dir: Path = Path("out")) -> Artifact:
         forms = "; ".join(MODEL_FORMS)
         raise UsageError(f"{text!r} names no model: tried {forms}") from None
     return artifact_of_stored(model)
+
+
+def lint_model(spec: ModelSpec) -> list[PackerfileError]:
+    """The model's Packerfile linted with every set of build args it is built with (each
+    variant's, or the plain build's): an ARG that only goes wrong in one variant is found."""
+    variants: list[Variant | None] = [*spec.build.variants] or [None]
+    return lint([spec.packerfile], arg_sets=[spec.build.args_for(v) for v in variants])
 
 
 def check_memory(artifact: Artifact, memory: MemorySection, index: int) -> BudgetResult:

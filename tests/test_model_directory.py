@@ -159,3 +159,31 @@ def test_inspect_and_estimate_take_every_form_a_model_is_named_in(
     error = capsys.readouterr().err
     assert "names no model: tried a GGUF file; a model directory" in error
     assert len(error.strip().splitlines()) == 1
+
+
+def test_lint_of_a_model_directory_tries_every_variant_of_its_args(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An ARG valid by default but invalid in one variant of model.yaml is found by lint."""
+    from harness.cli import main
+
+    model = _context(tmp_path / "model")
+    (model / "GGUFPackerfile").write_text(
+        "ARG QUANTIZE_TYPE=Q4_K_M\nFROM scratch AS f16\nCOPY m.gguf /m.gguf\n"
+        "FROM scratch\nQUANTIZE --from=f16 --type=${QUANTIZE_TYPE} /m.gguf /q.gguf\n"
+        'CMD ["-m", "/q.gguf"]\n'
+    )
+    yaml = (
+        "schemaVersion: 1\nbuild:\n  variants:\n"
+        "    - name: good\n      args: {QUANTIZE_TYPE: Q8_0}\n"
+        "    - name: bad\n      args: {QUANTIZE_TYPE: %s}\n"
+        "expect:\n  architecture: llama\n"
+    )
+    (model / "model.yaml").write_text(yaml % "Q5_K_M")
+    assert main(["lint", str(model)]) == 0, capsys.readouterr().out
+    (model / "model.yaml").write_text(yaml % "Q9_X")
+    assert main(["lint", str(model / "GGUFPackerfile")]) == 0  # the file alone: defaults only
+    capsys.readouterr()
+    assert main(["lint", str(model)]) == 1
+    out = capsys.readouterr().out
+    assert "GGUFPackerfile:5:" in out and "Q9_X" in out

@@ -24,7 +24,7 @@ from harness.estimate import estimate_run
 from harness.expect import load_spec, validate
 from harness.gguf import read_facts
 from harness.packerfile import lint
-from harness.pipeline import model_build_options, resolve_artifact
+from harness.pipeline import lint_model, model_build_options, resolve_artifact
 from harness.smoke import SmokeCheck, dry_run, server_command, smoke, start
 from harness.store import Store
 from harness.toolchain import build_programs, link_python_library, toolchain_report
@@ -95,7 +95,11 @@ def validate_command(args: argparse.Namespace) -> int:
 
 
 def lint_command(args: argparse.Namespace) -> int:
-    problems = lint([Path(p) for p in args.paths])
+    # A model directory is linted with every set of build args its model.yaml builds with.
+    models = [Path(p) for p in args.paths if (Path(p) / "model.yaml").is_file()]
+    problems = lint([Path(p) for p in args.paths if Path(p) not in models])
+    for directory in models:
+        problems += lint_model(load_spec(directory / "model.yaml"))
     for problem in problems:
         print(problem)
     return 1 if problems else 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from harness.errors import Location, PackerfileError, PackerfileWarning, UsageError
@@ -56,11 +56,15 @@ def load(path: str | os.PathLike[str]) -> Packerfile:
 
 
 def lint(
-    paths: Iterable[str | os.PathLike[str]], *, include_warnings: bool = False
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    include_warnings: bool = False,
+    arg_sets: Sequence[Mapping[str, str]] = ({},),
 ) -> list[PackerfileError]:
     """Every problem of every file (a directory stands for its Packerfile), by file and line.
 
-    Beyond parse(), each stage is planned with its default args, so values that are invalid
+    Beyond parse(), each stage is planned with its default args and then with each set of
+    ``arg_sets`` (a model.yaml's build args, one set per variant), so values that are invalid
     only once expanded are reported too. Missing files raise UsageError.
     """
     problems: list[PackerfileError] = []
@@ -73,7 +77,8 @@ def lint(
         except PackerfileError as err:
             problems.extend(err.problems)
             continue
-        problems.extend(check_all(packerfile))
+        for build_args in arg_sets:
+            problems.extend(check_all(packerfile, build_args))
         problems.extend(packerfile.warnings)
     unique: dict[tuple[str, Location | None, str], PackerfileError] = {}
     for problem in problems:

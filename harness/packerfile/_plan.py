@@ -241,10 +241,11 @@ def plan(
     )
 
 
-def check_all(pf: Packerfile) -> list[PackerfileError]:
-    """Every problem plan() would find in any stage with default args (what lint reports)."""
+def check_all(pf: Packerfile, build_args: Mapping[str, str] = _NO_ARGS) -> list[PackerfileError]:
+    """Every problem plan() would find in any stage with ``build_args`` over the defaults
+    (what lint reports, once per set of args a model.yaml builds with)."""
     sink = Sink(pf.path)
-    planner = _Planner(pf, _NO_ARGS, sink)
+    planner = _Planner(pf, build_args, sink)
     for stage in pf.stages:
         planner.expanded[stage.index] = planner.expand_stage(stage)
     planner.check_target(planner.expanded[pf.stages[-1].index])
