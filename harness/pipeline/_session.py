@@ -1,0 +1,67 @@
+"""One session's models: each model's artifact and smoke run produced at most once, shared by
+all of its checks (or the one error that stopped it, so every check fails with the same cause)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from harness.errors import HarnessError, UsageError
+from harness.expect import ModelSpec, Subject, Variant, select
+from harness.smoke import SmokeRun
+
+from ._artifact import Artifact, produce_artifact
+from ._checks import run_smoke
+
+
+class Pipeline:
+    """Caches each model's artifact (or the error that prevented it) by model file."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        # The build variant chosen for a model (`test --only NAME:VARIANT`), by model file.
+        self.variants: dict[Path, Variant] = {}
+        self._artifacts: dict[Path, Artifact | HarnessError] = {}
+        self._smoke: dict[Path, SmokeRun | HarnessError] = {}
+
+    def select(self, specs: Iterable[ModelSpec], only: str) -> set[str]:
+        """The model files ``only`` (``NAME[:VARIANT]``, a cell of ``matrix``) names; the chosen
+        variant of each is what this session builds. UsageError when it names nothing or
+        several variants of one model."""
+        chosen = select(specs, only)
+        for selected in chosen:
+            if selected.variant is not None:
+                key = Path(selected.spec.path).resolve()
+                if key in self.variants:
+                    raise UsageError(f"--only {only}: pick one variant of {selected.spec.name}")
+                self.variants[key] = selected.variant
+        return {str(selected.spec.path) for selected in chosen}
+
+    def artifact(self, spec: ModelSpec) -> Artifact:
+        key = Path(spec.path).resolve()
+        if key not in self._artifacts:
+            try:
+                variant = self.variants.get(key)
+                self._artifacts[key] = produce_artifact(spec, self.out_dir, variant)
+            except HarnessError as error:
+                self._artifacts[key] = error
+        outcome = self._artifacts[key]
+        if isinstance(outcome, HarnessError):
+            raise outcome
+        return outcome
+
+    def smoke(self, spec: ModelSpec) -> SmokeRun:
+        """The model's smoke run: one server, all of its checks, done once."""
+        key = Path(spec.path).resolve()
+        if key not in self._smoke:
+            try:
+                self._smoke[key] = run_smoke(spec, self.artifact(spec))
+            except HarnessError as error:
+                self._smoke[key] = error
+        outcome = self._smoke[key]
+        if isinstance(outcome, HarnessError):
+            raise outcome
+        return outcome
+
+    def subject(self, spec: ModelSpec) -> Subject:
+        return self.artifact(spec).subject
