@@ -86,9 +86,9 @@ class ServerCommand:
         """The command for the image tagged ``tag`` in an OCI layout (``DIR`` or ``DIR:TAG``)."""
         try:
             image = read_layout(layout, tag)
-            seed = parse_seed_config(
-                image.config, str(image.blob_path(image.config_descriptor.digest))
-            )
+            # Named as the person wrote it, never by a blob's path.
+            written = os.fspath(layout) + (f":{tag}" if tag else "")
+            seed = parse_seed_config(image.config, f"{written} (image config)")
         except OCIError as error:
             raise SmokeError(f"cannot run {os.fspath(layout)}: {error}") from None
         root = _unpack(image, _needed(seed), None, cache_dir)
