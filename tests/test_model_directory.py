@@ -187,3 +187,33 @@ def test_lint_of_a_model_directory_tries_every_variant_of_its_args(
     assert main(["lint", str(model)]) == 1
     out = capsys.readouterr().out
     assert "GGUFPackerfile:5:" in out and "Q9_X" in out
+
+
+def test_diff_says_what_changed_between_two_builds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from gguf import GGMLQuantizationType as T
+    from gguf import LlamaFileType
+
+    from harness.cli import main
+    from tests.gguf_files import write_model
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (a,) = write_model(tmp_path / "a" / "m.gguf")
+    (b,) = write_model(
+        tmp_path / "b" / "m.gguf", weight_type=T.Q4_0, file_type=LlamaFileType.MOSTLY_Q4_0
+    )
+    assert main(["diff", str(a), str(a)]) == 0
+    assert "the same model" in capsys.readouterr().out
+    assert main(["diff", str(a), str(b), "--json"]) == 0
+    changes = {c["what"]: c for c in json.loads(capsys.readouterr().out)["changes"]}
+    assert changes["file type"]["before"] == "Q8_0" and changes["file type"]["after"] == "Q4_0"
+    assert changes["size"]["delta"].startswith("-")
+    assert changes["tensors Q8_0"]["after"] is None and changes["tensors Q4_0"]["before"] is None
+    assert changes["metadata general.file_type"]["after"] == "2"
+    assert "RAM" in changes
+    assert main(["diff", str(a), str(b)]) == 0
+    assert "file type: Q8_0 -> Q4_0" in capsys.readouterr().out

@@ -136,6 +136,15 @@ def _parser() -> argparse.ArgumentParser:
     est.add_argument("words", nargs=argparse.REMAINDER, metavar="ARG")
     est.set_defaults(run="estimate")
 
+    diff = commands.add_parser(
+        "diff",
+        help="what changed between two builds: size, BPW, tensor types, metadata, labels, RAM",
+    )
+    diff.add_argument("before", metavar="A", help="a GGUF, OCI layout, model directory or REF")
+    diff.add_argument("after", metavar="B")
+    diff.add_argument("--json", action="store_true")
+    diff.set_defaults(run="diff")
+
     push = commands.add_parser("push", help="push an OCI layout to a registry")
     push.add_argument("layout", metavar="DIR[:TAG]")
     push.add_argument("reference", metavar="REF", help="e.g. 127.0.0.1:5000/smollm2:q4")

@@ -19,12 +19,12 @@ from rich.console import Console
 from harness.action import matrix, run_action
 from harness.builder import BuildOptions, build_with
 from harness.distribution import RegistryOptions, push_layout
-from harness.errors import UsageError
+from harness.errors import UsageError, printable
 from harness.estimate import estimate_run
 from harness.expect import load_spec, validate
 from harness.gguf import read_facts
 from harness.packerfile import lint
-from harness.pipeline import lint_model, model_build_options, resolve_artifact
+from harness.pipeline import diff_models, lint_model, model_build_options, resolve_artifact
 from harness.smoke import SmokeCheck, dry_run, server_command, smoke, start
 from harness.store import Store
 from harness.toolchain import build_programs, link_python_library, toolchain_report
@@ -35,6 +35,7 @@ from ._tables import estimate_table, facts_table, print_rows, print_summary
 __all__ = [
     "action_command",
     "build_command",
+    "diff_command",
     "estimate_command",
     "inspect_command",
     "lint_command",
@@ -214,6 +215,24 @@ def estimate_command(args: argparse.Namespace) -> int:
         )
     for note in result.rows[0].notes:
         console.print(f"note: {note}")
+    return 0
+
+
+def diff_command(args: argparse.Namespace) -> int:
+    before, after = resolve_artifact(args.before), resolve_artifact(args.after)
+    result = diff_models(before, after, (args.before, args.after))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+        return 0
+    if not result.changes:
+        print(f"{args.before} and {args.after}: the same model")
+        return 0
+    for change in result.changes:
+        delta = f"  {change.delta}" if change.delta else ""
+        print(
+            f"{printable(change.what)}: {printable(change.before or '(none)')}"
+            f" -> {printable(change.after or '(none)')}{delta}"
+        )
     return 0
 
 

@@ -24,6 +24,7 @@ from ._checks import (
     run_smoke,
     template_warning,
 )
+from ._diff import Change, ModelDiff, diff_models
 from ._publish import DEFAULT_PUBLISH_TARGET, publish_all, publish_gated, publish_model
 from ._session import Pipeline
 
@@ -31,10 +32,13 @@ __all__ = [
     "DEFAULT_PUBLISH_TARGET",
     "MODEL_FORMS",
     "Artifact",
+    "Change",
+    "ModelDiff",
     "Pipeline",
     "artifact_of_layout",
     "artifact_of_stored",
     "check_memory",
+    "diff_models",
     "estimated_ram",
     "lint_model",
     "model_build_options",
