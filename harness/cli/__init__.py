@@ -136,6 +136,13 @@ def _parser() -> argparse.ArgumentParser:
     est.add_argument("words", nargs=argparse.REMAINDER, metavar="ARG")
     est.set_defaults(run="estimate")
 
+    init = commands.add_parser(
+        "init", help="a model directory (Packerfile, model.yaml) for an existing GGUF"
+    )
+    init.add_argument("directory", metavar="DIR")
+    init.add_argument("--from", dest="source", required=True, metavar="GGUF")
+    init.set_defaults(run="init")
+
     diff = commands.add_parser(
         "diff",
         help="what changed between two builds: size, BPW, tensor types, metadata, labels, RAM",

@@ -24,7 +24,13 @@ from harness.estimate import estimate_run
 from harness.expect import load_spec, validate
 from harness.gguf import read_facts
 from harness.packerfile import lint
-from harness.pipeline import diff_models, lint_model, model_build_options, resolve_artifact
+from harness.pipeline import (
+    diff_models,
+    init_model,
+    lint_model,
+    model_build_options,
+    resolve_artifact,
+)
 from harness.smoke import SmokeCheck, dry_run, server_command, smoke, start
 from harness.store import Store
 from harness.toolchain import build_programs, link_python_library, toolchain_report
@@ -37,6 +43,7 @@ __all__ = [
     "build_command",
     "diff_command",
     "estimate_command",
+    "init_command",
     "inspect_command",
     "lint_command",
     "list_command",
@@ -215,6 +222,13 @@ def estimate_command(args: argparse.Namespace) -> int:
         )
     for note in result.rows[0].notes:
         console.print(f"note: {note}")
+    return 0
+
+
+def init_command(args: argparse.Namespace) -> int:
+    for path in init_model(Path(args.directory), Path(args.source)):
+        print(f"wrote {path}")
+    print(f"next: gguf-harness test {args.directory}")
     return 0
 
 

@@ -26,10 +26,12 @@ from ._checks import (
 )
 from ._diff import Change, ModelDiff, diff_models
 from ._publish import DEFAULT_PUBLISH_TARGET, publish_all, publish_gated, publish_model
+from ._scaffold import MARGIN, init_model
 from ._session import Pipeline
 
 __all__ = [
     "DEFAULT_PUBLISH_TARGET",
+    "MARGIN",
     "MODEL_FORMS",
     "Artifact",
     "Change",
@@ -40,6 +42,7 @@ __all__ = [
     "check_memory",
     "diff_models",
     "estimated_ram",
+    "init_model",
     "lint_model",
     "model_build_options",
     "produce_artifact",
