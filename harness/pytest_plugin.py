@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from harness.errors import HarnessError, HarnessWarning, Location, SpecError, UsageError
-from harness.expect import NO_CHECKS, Check, ModelSpec, evaluate, load_spec
+from harness.expect import NO_CHECKS, Check, ModelSpec, evaluate, load_spec, update_from_report
 from harness.pipeline import (
     Pipeline,
     check_memory,
@@ -24,7 +24,7 @@ from harness.pipeline import (
     run_record,
     template_warning,
 )
-from harness.report import ItemRecord, Report
+from harness.report import ItemRecord, Report, publish_lines
 
 __all__ = ["BudgetItem", "CheckItem", "ModelFile", "ModelItem", "SmokeItem"]
 
@@ -34,6 +34,7 @@ _outcome_key = pytest.StashKey["Outcome"]()
 _specs_key = pytest.StashKey[dict[str, ModelSpec]]()
 # Every check collected per model (before -k, --deselect or --only): publishing needs them all.
 _collected_key = pytest.StashKey[dict[str, list[str]]]()
+_updates_key = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -49,6 +50,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="after the run, publish each model whose every check passed (model.yaml publish:, "
         "default oci:out/published)",
+    )
+    group.addoption(
+        "--update-expectations",
+        action="store_true",
+        help="rewrite each failing exact expectation in its model.yaml to what was measured "
+        "(comments and layout kept) and print the diff; ranges and patterns are left alone",
     )
     group.addoption(
         "--only",
@@ -370,20 +377,20 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     specs, collected = config.stash[_specs_key], config.stash[_collected_key]
     if publishing and not publish_all(config.stash[_pipeline_key], report, specs, collected):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if config.getoption("--update-expectations"):
+        updates = update_from_report(specs, report)
+        config.stash[_updates_key] = [line for u in updates for line in (u.diff, *u.left) if line]
     path = config.getoption("--harness-report")
     if path:
         report.write(path)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    models = [m for m in config.stash[_report_key].models.values() if m.publish is not None]
-    if models:
-        terminalreporter.section("gguf-harness publish")
-    for model in models:
-        assert model.publish is not None
-        for item in model.publish.get("items") or []:
-            written = "written" if str(item["reference"]).startswith("oci:") else "pushed"
-            state = written if item["changed"] else "unchanged"
-            terminalreporter.line(f"{model.name}: {item['reference']} {item['digest']} ({state})")
-        if not model.publish["published"]:
-            terminalreporter.line(f"{model.name}: {model.publish['reason']}")
+    for title, lines in (
+        ("publish", publish_lines(config.stash[_report_key])),
+        ("update-expectations", config.stash.get(_updates_key, [])),
+    ):
+        if lines:
+            terminalreporter.section(f"gguf-harness {title}")
+        for line in lines:
+            terminalreporter.line(line)

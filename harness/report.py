@@ -74,3 +74,18 @@ class Report:
     def write(self, path: str | os.PathLike[str]) -> None:
         text = json.dumps(self.to_json(), indent=2, default=str) + "\n"
         atomic_write(path, text.encode())
+
+
+def publish_lines(report: Report) -> list[str]:
+    """What publishing did, a line per published item or per model it refused."""
+    lines = []
+    for model in report.models.values():
+        if model.publish is None:
+            continue
+        for item in model.publish.get("items") or []:
+            written = "written" if str(item["reference"]).startswith("oci:") else "pushed"
+            state = written if item["changed"] else "unchanged"
+            lines.append(f"{model.name}: {item['reference']} {item['digest']} ({state})")
+        if not model.publish["published"]:
+            lines.append(f"{model.name}: {model.publish['reason']}")
+    return lines

@@ -320,3 +320,37 @@ def test_a_model_yaml_with_no_checks_says_what_is_missing(pytester: pytest.Pytes
     result.stdout.fnmatch_lines(
         ["*model.yaml:1: no checks: a model.yaml needs at least one of expect:, memory: budgets*"]
     )
+
+
+def test_update_expectations_rewrites_exact_values_and_keeps_the_rest(
+    tiny: pytest.Pytester,
+) -> None:
+    tiny.makefile(
+        ".yaml",
+        model=model_yaml(
+            """
+            expect:
+              architecture: qwen2        # the family
+              parameters: 9.9k           # to the digits written
+              bpw: {min: 1, max: 2}      # a range: a promise, not a snapshot
+              metadata:
+                general.name: "Other"
+                llama.block_count: 1
+            """
+        ),
+    )
+    assert tiny.runpytest().ret == 1  # nothing is rewritten unless asked
+    before = (tiny.path / "model.yaml").read_text()
+    result = tiny.runpytest("--update-expectations")
+    assert result.ret == 1  # this run still failed; the next one passes
+    after = (tiny.path / "model.yaml").read_text()
+    assert "architecture: llama        # the family" in after
+    assert "parameters: 2.1k           # to the digits written" in after
+    assert "general.name: Tiny Test" in after
+    assert "bpw: {min: 1, max: 2}      # a range" in after
+    assert after.count("\n") == before.count("\n")
+    result.stdout.fnmatch_lines(
+        ["*gguf-harness update-expectations*", "*-  architecture: qwen2*", "*expect.bpw: *"]
+    )
+    again = tiny.runpytest()
+    again.assert_outcomes(passed=4, failed=1)  # all but the range

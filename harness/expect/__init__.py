@@ -34,6 +34,7 @@ from ._smoke import (
     SmokeCheck,
     TextExpect,
 )
+from ._update import Update, update_expectations, update_from_report
 from ._yaml import Located
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "SpecErrors",
     "Subject",
     "TextExpect",
+    "Update",
     "Variant",
     "evaluate",
     "find_model_files",
@@ -76,5 +78,7 @@ __all__ = [
     "matrix",
     "parse_only",
     "select",
+    "update_expectations",
+    "update_from_report",
     "validate",
 ]
