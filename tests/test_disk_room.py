@@ -248,3 +248,20 @@ def test_a_build_that_cannot_fit_fails_at_once(
 
 def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_run_and_estimate_of_a_layout_that_cannot_be_unpacked_fail_at_once(
+    built: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The image's files for estimate, run and smoke are unpacked into the cache: a disk too
+    small for them is refused with the figures before a byte is written."""
+    image = read_layout(built)
+    needed = max(sum(d.size for d in image.layers), image.config["config"]["Size"])
+    fake_free(monkeypatch, 1024)
+    for command in (["estimate", str(built)], ["run", str(built), "--dry-run"]):
+        assert main(command) == 1
+        error = capsys.readouterr().err
+        assert f"not enough disk for unpacking {built}: {needed} bytes needed" in error
+        assert len(error.strip().splitlines()) == 1
+    images = Path(os.environ["GGUF_HARNESS_CACHE"]) / "images"
+    assert not images.exists() or [p.name for p in images.iterdir()] == []

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
-from harness._fs import cache_root, owned_name, sweep_stale
+from harness._fs import cache_root, ensure_room, owned_name, sweep_stale
 from harness.errors import OCIError
 
 from ._extract import extract
@@ -64,6 +64,9 @@ def unpack(
     root = unpack_root(image.descriptor.digest, base)
     root.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale(root.parent, _STAGING)
+    if not is_unpacked(image.descriptor.digest, base):
+        # A full disk is found before the first byte, with the figures, not mid-write.
+        ensure_room(root.parent, _bound(image), f"unpacking {image.root}")
     if paths is None:
         _unpack_whole(image, root)
         return root
@@ -106,6 +109,16 @@ def _unpack_whole(image: Image, root: Path) -> None:
             os.rename(root, staging / "old")
         os.rename(tree, root)
         marker.touch()
+
+
+def _bound(image: Image) -> int:
+    """At most what unpacking writes: the layers (model weights hardly compress), or the GGUF
+    bytes a seed config declares if more; files already in place are not subtracted."""
+    layers = sum(d.size for d in image.layers)
+    inner = image.config.get("config")
+    declared = inner.get("Size") if isinstance(inner, Mapping) else None
+    size = declared if isinstance(declared, int) and not isinstance(declared, bool) else 0
+    return max(layers, size)
 
 
 @contextlib.contextmanager
