@@ -11,10 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.errors import RegistryError
 from harness.oci import (
@@ -25,6 +25,8 @@ from harness.oci import (
     blob_path,
     canonical_json,
     check_blob_size,
+    layout_index,
+    read_blob,
 )
 
 from ._transfer import BlobSource
@@ -38,7 +40,7 @@ INDEX_TYPES = frozenset(
     }
 )
 _DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
-_MAX_JSON = 4 << 20
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -104,12 +106,7 @@ class Artifact:
         """The image tagged ``tag`` in an OCI layout (the only one when ``tag`` is None); an
         index is taken whole, with every manifest it lists."""
         root = Path(layout)
-        index_path = root / "index.json"
-        index = _load(_read(index_path, _MAX_JSON), index_path)
-        entries = [
-            parse_descriptor(item, f"manifests[{i}]", str(index_path))
-            for i, item in enumerate(index.get("manifests") or [])
-        ]
+        entries = _oci(lambda: layout_index(root))
         if tag is not None:
             entries = [d for d in entries if (d.annotations or {}).get(REF_NAME) == tag]
             if not entries:
@@ -153,12 +150,11 @@ def parse_descriptor(value: Any, key: str, where: str) -> Descriptor:
 def _from_blob(root: Path, descriptor: Descriptor, depth: int) -> Artifact:
     if depth > 3:
         raise RegistryError("indexes nested too deeply", str(root))
+    data = _oci(lambda: read_blob(root, descriptor))
+    document = json.loads(data)  # read_layout's reader took it apart already: well formed
+    if not isinstance(document, dict):
+        raise RegistryError(f"blob {descriptor.digest} is not a JSON object", str(root))
     path = blob_path(root, descriptor.digest)
-    data = _read(path, _MAX_JSON)
-    actual = "sha256:" + hashlib.sha256(data).hexdigest()
-    if actual != descriptor.digest or len(data) != descriptor.size:
-        raise RegistryError(f"blob {descriptor.digest} is corrupt (hashes to {actual})", str(path))
-    document = _load(data, path)
     media_type = document.get("mediaType") or descriptor.media_type
     artifact_type = document.get("artifactType")
     artifact_type = artifact_type if isinstance(artifact_type, str) else None
@@ -182,22 +178,9 @@ def _from_blob(root: Path, descriptor: Descriptor, depth: int) -> Artifact:
     return Artifact(media_type, data, blobs, (), artifact_type)
 
 
-def _read(path: Path, limit: int) -> bytes:
+def _oci(read: Callable[[], T]) -> T:
+    """One of harness.oci's layout readers, its error told as a push's."""
     try:
-        with open(path, "rb") as file:
-            data = file.read(limit + 1)
-    except OSError as exc:
-        raise RegistryError(f"cannot read: {exc.strerror or exc}", str(path)) from None
-    if len(data) > limit:
-        raise RegistryError(f"larger than {limit} bytes", str(path))
-    return data
-
-
-def _load(data: bytes, path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        raise RegistryError("not valid JSON", str(path)) from None
-    if not isinstance(value, dict):
-        raise RegistryError("not a JSON object", str(path))
-    return value
+        return read()
+    except OCIError as error:
+        raise RegistryError(str(error)) from None

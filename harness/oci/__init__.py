@@ -20,7 +20,7 @@ from ._layer import (
     layer_bound,
     write_layer,
 )
-from ._layout import Image, blob_path, check_blob_size, read_layout
+from ._layout import Image, blob_path, check_blob_size, layout_index, read_blob, read_layout
 from ._layout_write import LayoutWriter, platform_of
 from ._media import (
     DOCKER_CONFIG,
@@ -95,8 +95,10 @@ __all__ = [
     "in_image_relative",
     "is_unpacked",
     "layer_bound",
+    "layout_index",
     "parse_seed_config",
     "platform_of",
+    "read_blob",
     "read_layout",
     "seed_config",
     "unpack",

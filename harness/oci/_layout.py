@@ -31,6 +31,8 @@ __all__ = [
     "Image",
     "blob_path",
     "check_blob_size",
+    "layout_index",
+    "read_blob",
     "read_layout",
 ]
 
@@ -106,6 +108,19 @@ def read_layout(
     else:
         raise OCIError(f"indexes nested deeper than {_MAX_NESTING}", Location(index_path))
     return _read_image(root, chosen, ref_name)
+
+
+def layout_index(root: Path) -> list[Descriptor]:
+    """What the layout's index.json lists, each descriptor checked (a layout taken whole, as a
+    push takes it)."""
+    _read_layout_file(root)
+    index_path = root / "index.json"
+    return _manifest_list(_load_json(_read_file(index_path), index_path), index_path)
+
+
+def read_blob(root: Path, descriptor: Descriptor) -> bytes:
+    """A small blob (a manifest, an index, a config) of the layout, its size and digest checked."""
+    return _read_blob(root, descriptor)
 
 
 def _split_reference(path: str | os.PathLike[str], tag: str | None) -> tuple[Path, str | None]:
