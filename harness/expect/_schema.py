@@ -38,11 +38,12 @@ _SHAPE = frozenset(
         "exclusiveMinimum",
         "exclusiveMaximum",
         "minLength",
-        "maxLength",
         "multipleOf",
     }
-)
+)  # maxLength is not among them: a string too long has its branch's shape, just too much of it
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+# Messages quote what was written; a hostile file may write 64 KiB where a word belongs.
+_QUOTED = 60
 
 Problem = tuple[Location, str]
 
@@ -96,10 +97,10 @@ def dotted(path: Sequence[str | int]) -> str:
     for part in path:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif _IDENTIFIER.fullmatch(part):
+        elif _IDENTIFIER.fullmatch(part) and len(part) <= _QUOTED:
             text += f".{part}" if text else part
         else:
-            text += f"[{part!r}]"
+            text += f"[{show(part)}]"
     return text
 
 
@@ -109,6 +110,8 @@ def show(value: object) -> str:
         return "true" if value else "false"
     if value is None:
         return "null"
+    if isinstance(value, str) and len(value) > _QUOTED:
+        return f"{value[:_QUOTED]!r}... ({len(value)} characters)"
     if isinstance(value, (str, int, float)):
         return repr(value)
     if isinstance(value, list):
@@ -249,6 +252,8 @@ class _Renderer:
             return [(where, f"{prefix}{show(instance)} does not match {value}{hint}")]
         if kind == "minLength" and value == 1:
             return [(where, f"{prefix}must not be empty")]
+        if kind == "maxLength":
+            return [(where, f"{prefix}{len(instance)} characters, over the {value} allowed")]
         if kind in _SHAPE:
             return [(where, f"{prefix}expected {describe(error.schema)}, got {show(instance)}")]
         return [(where, prefix + _collection_message(kind, value, instance, error.schema))]
@@ -260,7 +265,11 @@ class _Renderer:
         return self._doc.value_location(path)
 
     def _key_problem(self, error: ValidationError, path: DataPath, prefix: str) -> list[Problem]:
-        key = error.instance
+        key: Any = error.instance
+        if error.validator == "maxLength" and isinstance(key, str):
+            where = self._doc.key_location((*path, key))
+            limit = _operand(error)
+            return [(where, f"{prefix}key {show(key)}: {len(key)} characters, over the {limit}")]
         where = (
             self._doc.key_location((*path, key))
             if isinstance(key, str)
@@ -355,5 +364,5 @@ def _collection_message(kind: str, value: Any, instance: Any, schema: Any) -> st
         names = list(_resolve(schema).get("properties", {}))
         return f"expected at least one of {_quoted(names)}" if names else "must not be empty"
     if kind == "maxProperties":
-        return f"expected at most {value} key{'s' if value != 1 else ''}"
+        return f"{len(instance)} keys, over the {value} allowed"
     return f"{show(instance)} is not allowed here ({kind})"

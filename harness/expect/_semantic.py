@@ -17,6 +17,7 @@ from harness.units import UnitError, parse_percent, parse_size
 
 from ._expectations import parse_expectation, parse_matcher
 from ._schema import dotted as _label
+from ._schema import show
 from ._yaml import DataPath, Located
 
 __all__ = ["inner_locations", "semantic_problems"]
@@ -95,7 +96,7 @@ class _Semantic:
             else:
                 entries = [(("expect", key), raw, False)]
             for path, value, is_matcher in entries:
-                if not self._clean(path):
+                if not self._clean(path) or self._bad_regexes(path, value):
                     continue
                 inner = inner_locations(self._doc, path, value)
                 try:
@@ -107,6 +108,18 @@ class _Semantic:
                     self._problem(
                         f"{_label(path)}: {error.message}", error.location or self._value(path)
                     )
+
+    def _bad_regexes(self, path: DataPath, matcher: Any) -> bool:
+        """Report the regexes of a matcher that do not compile; whether there were any (the
+        matcher's own parser knows only re.error)."""
+        bad = False
+        for name in ("regex", "not_regex"):
+            pattern = _dict(matcher).get(name)
+            problem = _regex_problem(pattern) if isinstance(pattern, str) else None
+            if problem is not None:
+                self._problem(f"{_label(path)}: {problem}", self._value((*path, name)))
+                bad = True
+        return bad
 
     def _source(self, source: dict[str, Any], contexts: dict[str, Any]) -> None:
         if not self._clean(("source",)):
@@ -122,7 +135,7 @@ class _Semantic:
                 )
             elif source["from"] not in contexts:
                 self._problem(
-                    f"source.from: no build context named {source['from']!r}"
+                    f"source.from: no build context named {show(source['from'])}"
                     + _choices(source["from"], list(contexts)),
                     where,
                 )
@@ -133,8 +146,8 @@ class _Semantic:
             )
         elif is_registry and isinstance(image, str) and not _REFERENCE.fullmatch(image):
             self._problem(
-                f"source.image: {image!r} is not a registry reference like 127.0.0.1:5000/model:tag"
-                " (write oci:DIR for an OCI layout)",
+                f"source.image: {show(image)} is not a registry reference like"
+                " 127.0.0.1:5000/model:tag (write oci:DIR for an OCI layout)",
                 self._value(("source", "image")),
             )
 
@@ -150,7 +163,8 @@ class _Semantic:
             if name in seen:
                 first = _label((*path, seen[name]))
                 self._problem(
-                    f"{_label((*path, index, 'name'))}: {name!r} is already the name of {first}",
+                    f"{_label((*path, index, 'name'))}: {show(name)} is already the name of"
+                    f" {first}",
                     self._value((*path, index, "name")),
                 )
             seen.setdefault(name, index)
@@ -197,12 +211,16 @@ class _Semantic:
         if isinstance(headroom, str) and headroom.strip().endswith("%") and self._clean(where):
             if parse_percent(headroom) >= 1:
                 self._problem(
-                    f"{_label(where)}: {headroom} leaves no memory to use", self._value(where)
+                    f"{_label(where)}: {_plain(headroom)} leaves no memory to use",
+                    self._value(where),
                 )
         elif (
             (size := self._size(where, headroom)) is not None and vram is not None and size >= vram
         ):
-            self._problem(f"{_label(where)}: {headroom} is not less than vram", self._value(where))
+            self._problem(
+                f"{_label(where)}: {_plain(str(headroom))} is not less than vram",
+                self._value(where),
+            )
         split, count = budget.get("tensor_split"), budget.get("count", 1)
         if isinstance(split, list) and isinstance(count, int) and len(split) != count:
             self._problem(
@@ -235,14 +253,9 @@ class _Semantic:
         expect = _dict(check.get("expect"))
         for name in ("regex", "not_regex"):
             where = (*path, "expect", name)
-            if isinstance(expect.get(name), str) and self._clean(where):
-                try:
-                    re.compile(expect[name])
-                except re.error as error:
-                    self._problem(
-                        f"{_label(where)}: invalid regular expression {expect[name]!r}: {error}",
-                        self._value(where),
-                    )
+            problem = _regex_problem(expect[name]) if isinstance(expect.get(name), str) else None
+            if problem is not None and self._clean(where):
+                self._problem(f"{_label(where)}: {problem}", self._value(where))
         low, high = expect.get("min_tokens"), expect.get("max_tokens")
         if isinstance(low, int) and isinstance(high, int) and low > high:
             self._problem(
@@ -268,19 +281,19 @@ class _Semantic:
             for name in _PLACEHOLDER.findall(tag):
                 if not _ARG_NAME.fullmatch(name):
                     self._problem(
-                        f"publish.tags[{index}]: {'${' + name + '}'} is not a build arg name",
+                        f"publish.tags[{index}]: {show('${' + name + '}')} is not a build arg name",
                         self._value(where),
                     )
                 elif name not in args:
                     self._problem(
-                        f"publish.tags[{index}]: no build arg {name!r}"
+                        f"publish.tags[{index}]: no build arg {show(name)}"
                         + _choices(name, sorted(args)),
                         self._value(where),
                     )
             literal = _PLACEHOLDER.sub("x", tag)
             if not _TAG.fullmatch(literal):
                 self._problem(
-                    f"publish.tags[{index}]: {tag!r} is not a valid tag"
+                    f"publish.tags[{index}]: {show(tag)} is not a valid tag"
                     " (at most 128 letters, digits, '_', '.', '-')",
                     self._value(where),
                 )
@@ -292,10 +305,27 @@ class _Semantic:
                 and not _REFERENCE.fullmatch(reference)
             ):
                 self._problem(
-                    f"publish.references[{index}]: {reference!r} is not a registry reference like"
-                    " 127.0.0.1:5000/smollm2 (lowercase repository)",
+                    f"publish.references[{index}]: {show(reference)} is not a registry reference"
+                    " like 127.0.0.1:5000/smollm2 (lowercase repository)",
                     self._value(where),
                 )
+
+
+def _plain(written: str) -> str:
+    """A size or percentage as written, on one line: the schema's patterns allow whitespace
+    (newlines too) around the number and the unit."""
+    text = " ".join(written.split())
+    return text if len(text) <= 60 else text[:60] + "..."
+
+
+def _regex_problem(pattern: str) -> str | None:
+    """Why Python cannot compile ``pattern``. Not only re.error: a repeat count past 2**32 is an
+    OverflowError, groups nested a few hundred deep a RecursionError."""
+    try:
+        re.compile(pattern)
+    except (re.error, OverflowError, RecursionError) as error:
+        return f"invalid regular expression {show(pattern)}: {error}"
+    return None
 
 
 def _choices(word: str, names: list[str]) -> str:

@@ -15,13 +15,19 @@ import yaml
 
 from harness.errors import Location, SpecError
 
-__all__ = ["MAX_NODES", "MAX_YAML_BYTES", "DataPath", "Located", "load_located"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "MAX_YAML_BYTES", "DataPath", "Located", "load_located"]
 
 #: A model.yaml is a few KB: these bound what a hostile one may cost (docs/limits.md).
 MAX_YAML_BYTES = 1 << 20
 #: Values after aliases are expanded: nested anchors can multiply a few hundred bytes into
 #: billions of nodes ("billion laughs"); walking stops at this many.
 MAX_NODES = 100_000
+#: Nesting, aliases expanded: a model.yaml is a few levels deep. pyyaml recurses once per level
+#: and its scanner re-checks every open ``[``/``{`` at each token (quadratic in ``[[[[``).
+MAX_DEPTH = 100
+# Integers a model.yaml may write: 64 bits (uint64 metadata). Wider ones are mistakes, and
+# hexadecimal escapes Python's 4300-digit limit only to fail later when printed in decimal.
+_INT_BITS = 64
 
 DataPath = tuple[str | int, ...]
 
@@ -53,7 +59,33 @@ def _nearest(table: dict[DataPath, Location], path: DataPath) -> Location | None
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader with YAML 1.2 core-schema scalars."""
+    """SafeLoader with YAML 1.2 core-schema scalars and nesting bounded by MAX_DEPTH."""
+
+    def __init__(self, stream: str) -> None:
+        self._depth = 0
+        self._nodes = 0  # composed so far: the walker counts again with aliases expanded
+        super().__init__(stream)
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        if self.flow_level >= MAX_DEPTH:  # checked while scanning: the scanner reads ahead
+            raise yaml.scanner.ScannerError(None, None, _TOO_DEEP, self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        self._nodes += 1
+        if self._depth >= MAX_DEPTH or self._nodes > MAX_NODES:  # stop reading at once
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            problem = _TOO_DEEP if self._depth >= MAX_DEPTH else _TOO_MANY
+            raise yaml.composer.ComposerError(None, None, problem, event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+_TOO_DEEP = f"nested too deeply (more than {MAX_DEPTH} levels)"
+_TOO_MANY = f"more than {MAX_NODES} values"
 
 
 _Loader.yaml_implicit_resolvers = {}
@@ -77,8 +109,12 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:merge", re.compile(r"^<<$"), ["
 def _construct_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
     text = str(loader.construct_scalar(node))
     if text.startswith(("0o", "0x")):
-        return int(text[2:], 8 if text[1] == "o" else 16)
-    return int(text, 10)
+        value = int(text[2:], 8 if text[1] == "o" else 16)
+    else:
+        value = int(text, 10)
+    if value.bit_length() > _INT_BITS:
+        raise ValueError(f"wider than {_INT_BITS} bits")
+    return value
 
 
 def _construct_float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
@@ -98,13 +134,27 @@ def load_located(path: str | Path) -> Located:
     """Read ``path``; raise SpecError at the first syntax error or duplicate key."""
     shown = str(path)
     try:
-        text = Path(path).read_bytes().decode("utf-8")
+        with open(path, "rb") as file:  # a character is at most 4 bytes: read no more than that
+            data = file.read(4 * MAX_YAML_BYTES + 1)
     except OSError as error:
         raise SpecError(
             f"cannot read the file: {error.strerror or error}", Location(shown)
         ) from None
+    if len(data) > 4 * MAX_YAML_BYTES:
+        raise SpecError(
+            f"more than {4 * MAX_YAML_BYTES} bytes: over the {MAX_YAML_BYTES} characters"
+            " a model.yaml may have",
+            Location(shown),
+        )
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise SpecError(f"not UTF-8 text: {error.reason}", Location(shown)) from None
+        head = data[: error.start]
+        column = len(head[head.rfind(b"\n") + 1 :].decode("utf-8", "replace")) + 1
+        raise SpecError(
+            f"not UTF-8 text: {error.reason} (byte {error.start})",
+            Location(shown, head.count(b"\n") + 1, column),
+        ) from None
     return loads_located(text, shown)
 
 
@@ -115,7 +165,10 @@ def loads_located(text: str, path: str) -> Located:
             f"{len(text)} characters: over the {MAX_YAML_BYTES} a model.yaml may have",
             Location(path),
         )
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # checks that every character is printable
+    except yaml.reader.ReaderError as error:
+        raise _reader_error(error, text, path) from None
     try:
         root = loader.get_single_node()
         located = Located(None, path, {}, {})
@@ -125,12 +178,27 @@ def loads_located(text: str, path: str) -> Located:
         return located
     except yaml.MarkedYAMLError as error:
         raise _syntax_error(error, path) from None
-    except yaml.YAMLError as error:  # unmarked: rare reader errors (e.g. control characters)
-        raise SpecError(f"invalid YAML: {error}", Location(path)) from None
-    except RecursionError:
-        raise SpecError("invalid YAML: nested too deeply", Location(path)) from None
+    except yaml.reader.ReaderError as error:
+        raise _reader_error(error, text, path) from None
+    except yaml.YAMLError as error:  # unmarked, and none known: one line, at the file
+        first = str(error).split("\n", 1)[0]
+        raise SpecError(f"invalid YAML: {first}", Location(path)) from None
+    except RecursionError:  # not expected past MAX_DEPTH: where the scanner stopped
+        mark = loader.get_mark()
+        location = Location(path, mark.line + 1, mark.column + 1)
+        raise SpecError(f"invalid YAML: {_TOO_DEEP}", location) from None
     finally:
         loader.dispose()
+
+
+def _reader_error(error: yaml.reader.ReaderError, text: str, path: str) -> SpecError:
+    at = error.position
+    line, column = text.count("\n", 0, at) + 1, at - text.rfind("\n", 0, at)
+    character = error.character if isinstance(error.character, int) else 0
+    return SpecError(
+        f"invalid YAML: character #x{character:04x} is not allowed ({error.reason})",
+        Location(path, line, column),
+    )
 
 
 def _syntax_error(error: yaml.MarkedYAMLError, path: str) -> SpecError:
@@ -161,6 +229,10 @@ class _Walker:
     def walk(self, node: yaml.Node, path: DataPath, stack: tuple[int, ...]) -> Any:
         if id(node) in stack:  # an alias to an enclosing node would never end
             raise SpecError("recursive alias", _location(self._located.path, node))
+        if len(stack) >= MAX_DEPTH:  # aliases nest documents of MAX_DEPTH inside each other
+            raise SpecError(
+                f"{_TOO_DEEP} once aliases are expanded", _location(self._located.path, node)
+            )
         self._nodes += 1
         if self._nodes > MAX_NODES:
             raise SpecError(

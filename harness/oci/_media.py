@@ -18,6 +18,8 @@ __all__ = [
     "DOCKER_MANIFEST_LIST",
     "IMAGE_MANIFESTS",
     "INDEXES",
+    "MAX_LABELS",
+    "MAX_LABEL_BYTES",
     "OCI_CONFIG",
     "OCI_INDEX",
     "OCI_LAYER",
@@ -28,8 +30,10 @@ __all__ = [
     "Descriptor",
     "canonical_json",
     "check_digest",
+    "check_labels",
     "layer_compression",
     "sha256_digest",
+    "shown",
 ]
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -62,6 +66,11 @@ _LAYER_COMPRESSION = {
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "gzip",
 }
 _DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+#: Labels and annotations are short text (BuildKit's and the seed's are under 1 KiB); these bound
+#: what a hostile image config or manifest may make every reader hold and print (docs/limits.md).
+MAX_LABELS = 4096
+MAX_LABEL_BYTES = 64 << 10  # one key or one value, UTF-8
+_SHOWN = 60  # characters of a hostile value quoted in a message
 
 
 def layer_compression(media_type: str) -> str | None:
@@ -77,8 +86,43 @@ def check_digest(value: object, key: str | None = None, location: Location | Non
     """``value`` if it is a digest we can verify; a strict pattern also keeps blob paths inside
     the layout (a digest like ``sha256:../../x`` is refused, not joined to a path)."""
     if not isinstance(value, str) or not _DIGEST.match(value):
-        raise OCIError(f"not a sha256/sha512 digest: {value!r}", location, key=key)
+        raise OCIError(f"not a sha256/sha512 digest: {shown(value)}", location, key=key)
     return value
+
+
+def check_labels(value: object, key: str, location: Location | None = None) -> dict[str, str]:
+    """``value`` as a dict if it is a string-to-string object within MAX_LABELS entries of at
+    most MAX_LABEL_BYTES per key and per value: image labels (``config.Labels``) and the
+    ``annotations`` of manifests and descriptors. ``key`` names where it was found."""
+    if not isinstance(value, Mapping):
+        raise OCIError(f"not a string-to-string object: {shown(value)}", location, key=key)
+    if len(value) > MAX_LABELS:
+        raise OCIError(f"{len(value)} entries, over the {MAX_LABELS} allowed", location, key=key)
+    for name, text in value.items():
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise OCIError(f"not a string: {shown(text)}", location, key=f"{key}[{shown(name)}]")
+        for part, what in ((name, "key"), (text, "value")):
+            size = len(part.encode("utf-8", "surrogatepass"))
+            if size > MAX_LABEL_BYTES:
+                raise OCIError(
+                    f"a {what} of {size} bytes, over the {MAX_LABEL_BYTES} allowed",
+                    location,
+                    key=f"{key}[{shown(name)}]",
+                )
+    return dict(value)
+
+
+def shown(value: object) -> str:
+    """A value read from a blob, for a message: quoted, and cut short when it is long."""
+    if isinstance(value, str) and len(value) > _SHOWN:
+        return f"{value[:_SHOWN]!r}... ({len(value)} characters)"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"a {value.bit_length()}-bit integer"  # repr() of a huge one raises ValueError
+    if isinstance(value, Mapping):
+        return f"an object of {len(value)} entries"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    return repr(value)
 
 
 def canonical_json(value: Any) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import re
 import tarfile
 import zlib
 from collections import deque
@@ -22,7 +23,7 @@ from harness.errors import Location, OCIError
 from ._layout import check_blob_size
 from ._media import Descriptor, layer_compression
 
-__all__ = ["Chunks", "iter_layer"]
+__all__ = ["MAX_EXTENDED_HEADER", "Chunks", "iter_layer"]
 
 _CHUNK = 1 << 20
 _KEEP = 2 * _CHUNK + 1024
@@ -31,6 +32,17 @@ _KEEP = 2 * _CHUNK + 1024
 #: runs of zeros, i.e. a decompression bomb (docs/limits.md). The store applies the same caps.
 MAX_EXPANSION = 100.0
 EXPANSION_FLOOR = 64 << 20
+#: A pax header or GNU long name holds a member's long name, times and xattrs: a few hundred
+#: bytes. tarfile reads each one whole into memory, so it is bounded (docs/limits.md).
+MAX_EXTENDED_HEADER = 1 << 20
+# What Python's pax reader may spend on runs of digits, in (digits in a run)**2 summed: before
+# 3.11.10 / 3.12.6 it searches the header with a regex that backtracks over every run of digits
+# (CVE-2024-6232), so that a gzip of 1 KiB holding 64 KiB of digits costs minutes.
+_PAX_DIGIT_WORK = 1 << 24
+_PAX_LENGTH = re.compile(rb"([0-9]{1,20}) ")
+_DIGITS = re.compile(rb"[0-9]+")
+_PAX_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+_LONG_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 
 
 def expansion_cap(compressed: int) -> int:
@@ -112,6 +124,76 @@ class _TarBytes(_Hashing):
         return None
 
 
+class _Replay:
+    """A stream that gives back bytes already read from ``inner`` before reading on."""
+
+    def __init__(self, data: bytes, inner: _Readable) -> None:
+        self._data = data
+        self._inner = inner
+
+    def read(self, size: int = -1, /) -> bytes:
+        if not self._data:
+            return self._inner.read(size)
+        head, self._data = self._data[:size], self._data[size:]
+        return head + (self._inner.read(size - len(head)) if len(head) < size else b"")
+
+    def tell(self) -> int:
+        return cast(IO[bytes], self._inner).tell() - len(self._data)
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo whose extended headers are bounded in size and, for pax, checked to be well
+    framed records Python's pax reader parses in linear time, before it parses them.
+
+    ``_proc_member`` is tarfile's documented hook for subclasses; a refusal is a ReadError, so
+    that iter_layer reports it as a malformed tar naming the header's offset.
+    """
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type not in _PAX_TYPES + _LONG_TYPES:
+            return super()._proc_member(tar)  # type: ignore[misc,no-any-return]
+        where = f"the {'pax' if self.type in _PAX_TYPES else 'GNU long name'} header at tar byte"
+        if self.size > MAX_EXTENDED_HEADER:
+            raise tarfile.ReadError(
+                f"{where} {self.offset} holds {self.size} bytes, over the {MAX_EXTENDED_HEADER}"
+                " allowed"
+            )
+        if self.type in _LONG_TYPES:
+            return super()._proc_member(tar)  # type: ignore[misc,no-any-return]
+        stream = cast(_Readable, tar.fileobj)
+        records = stream.read(self._block(self.size))  # type: ignore[attr-defined]
+        problem = _pax_problem(records[: self.size])
+        if problem is not None:
+            raise tarfile.ReadError(f"{where} {self.offset} {problem}")
+        tar.fileobj = _Replay(records, stream)  # type: ignore[assignment]
+        try:
+            return super()._proc_member(tar)  # type: ignore[misc,no-any-return]
+        finally:
+            tar.fileobj = stream  # type: ignore[assignment]
+
+
+def _pax_problem(records: bytes) -> str | None:
+    """Why a pax header's records are refused: "LENGTH KEY=VALUE\n" each, as POSIX frames them
+    (what Python 3.12.6 checks), and no digits for the old reader's regex to backtrack over."""
+    at = 0
+    while at < len(records) and records[at] != 0:
+        match = _PAX_LENGTH.match(records, at)
+        end = at + int(match.group(1)) if match else at
+        if (
+            match is None
+            or end - at < 5  # the shortest record: "5 k=\n"
+            or end > len(records)
+            or records[end - 1] != 0x0A
+            or records[match.end() : end].startswith(b"=")
+            or b"=" not in records[match.end() : end]
+        ):
+            return f"has a malformed record at its byte {at}"
+        at = end
+    if sum(len(run) ** 2 for run in _DIGITS.findall(records)) > _PAX_DIGIT_WORK:
+        return "holds runs of digits long enough to stall Python's tar reader (CVE-2024-6232)"
+    return None
+
+
 Chunks = Callable[[], Iterator[bytes]]
 
 
@@ -157,7 +239,9 @@ def iter_layer(
                 raise fail(exc) from None
 
         try:
-            with tarfile.open(fileobj=tar_bytes, mode="r|", bufsize=_CHUNK) as tar:  # type: ignore[call-overload]
+            with tarfile.open(  # type: ignore[call-overload]
+                fileobj=tar_bytes, mode="r|", bufsize=_CHUNK, tarinfo=_BoundedTarInfo
+            ) as tar:
                 for member in tar:
                     yield member, functools.partial(chunks, tar, member)
                 end = tar.offset  # where the end-of-archive marker (or a bad header) starts

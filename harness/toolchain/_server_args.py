@@ -109,16 +109,27 @@ def parse_server_args(argv: Sequence[str], env: Mapping[str, str] | None = None)
     ``env``: the environment the server would see, for ``LLAMA_ARG_*`` variables.
     """
     parsed: list[ServerArg] = []
+    for i, word in enumerate(argv):
+        # No process can be given a NUL: refused here, not as a ValueError when one is started.
+        if not isinstance(word, str) or "\0" in word:
+            what = "holds a NUL byte" if isinstance(word, str) else "is not a string"
+            raise ServerArgsError(f"argument {i} {what}: {_shown(word)}", i)
     if env:
         for opt in OPTIONS:
             if opt.env and opt.env in env:
                 value = env[opt.env]
+                if not isinstance(value, str) or "\0" in value:
+                    raise ServerArgsError(
+                        f"{opt.env}={_shown(value)}: not a string, or holds a NUL byte", -1
+                    )
                 if opt.arity:
                     parsed.append(ServerArg(opt.key, opt.env, (value,), -1))
                 elif opt.negatives:  # a boolean: the variable says which way
                     word = value.lower()
                     if word not in _TRUTHY | _FALSY:
-                        raise ServerArgsError(f"{opt.env}={value!r}: expected true or false", -1)
+                        raise ServerArgsError(
+                            f"{opt.env}={_shown(value)}: expected true or false", -1
+                        )
                     parsed.append(ServerArg(opt.key, opt.env, (), -1, word in _FALSY))
                 elif value.lower() in _TRUTHY:  # a plain flag applies only when truthy
                     parsed.append(ServerArg(opt.key, opt.env, (), -1))
@@ -146,18 +157,30 @@ _FALSY = frozenset({"0", "false", "off", "disabled"})
 def _unknown(word: str) -> str:
     name, eq, _ = word.partition("=")
     if eq and _normal(name) in _BY_NAME:
-        value = word[len(name) + 1 :]
-        return f"llama-server does not read {word!r}: write {name} {value} as two arguments"
+        value = _shown(word[len(name) + 1 :])[1:-1]
+        return f"llama-server does not read {_shown(word)}: write {name} {value} as two arguments"
     close = _close_names(word)
     suggestion = f" (did you mean {close}?)" if close else ""
-    return f"{word!r} is not a llama-server option at this llama.cpp{suggestion}"
+    return f"{_shown(word)} is not a llama-server option at this llama.cpp{suggestion}"
+
+
+def _shown(word: object) -> str:
+    """A word of argv in a message: quoted, and cut short when it is not a plausible option."""
+    if isinstance(word, str) and len(word) > _LONGEST_NAME:
+        return f"{word[:_LONGEST_NAME]!r}... ({len(word)} characters)"
+    return repr(word)
 
 
 def _close_names(word: str) -> str | None:
     import difflib
 
+    if len(word) > _LONGEST_NAME:  # nothing is close, and difflib's time grows with the word
+        return None
     matches = difflib.get_close_matches(_normal(word), list(_BY_NAME), n=1, cutoff=0.75)
     return matches[0] if matches else None
+
+
+_LONGEST_NAME = 2 * max(len(name) for name in _BY_NAME)
 
 
 # --- generating the table from `llama-server --help` -----------------------------------------
