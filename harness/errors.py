@@ -6,6 +6,7 @@ control character escaped. Packages raise these classes; none defines its own.
 
     HarnessError
     ├── UsageError          a command line that cannot be acted on
+    │   └── ServerArgsError     an argv llama-server would refuse (``index``: the word)
     ├── GGUFError           a malformed GGUF (byte offset)
     ├── SpecError           model.yaml (file:line:col)
     │   ├── SpecErrors          several problems of one file
@@ -51,6 +52,7 @@ __all__ = [
     "PackerfileWarning",
     "PublishError",
     "RegistryError",
+    "ServerArgsError",
     "SmokeError",
     "SpecError",
     "SpecErrors",
@@ -152,6 +154,14 @@ class HarnessWarning(UserWarning):
 
 class UsageError(HarnessError):
     """A command line that cannot be acted on (missing file, bad flag value)."""
+
+
+class ServerArgsError(UsageError):
+    """An argv llama-server would refuse; ``index`` is the offending word's position."""
+
+    def __init__(self, message: str, index: int) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 class GGUFError(HarnessError):

@@ -29,6 +29,7 @@ from harness.errors import BuildError, Location
 from harness.gguf import read_header
 from harness.oci import (
     COMPRESSIONS,
+    LABEL_PREFIX,
     Descriptor,
     HistoryEntry,
     Layer,
@@ -59,7 +60,7 @@ from harness.toolchain import llama_cpp_build
 __all__ = ["LLAMA_CPP_LABEL", "BuildOptions", "BuildResult", "build"]
 
 # Our own label: which llama.cpp converted or quantized the model (no other tool records it).
-LLAMA_CPP_LABEL = "io.github.gguf-harness.llama-cpp"
+LLAMA_CPP_LABEL = LABEL_PREFIX + "llama-cpp"
 # Quantized weights barely compress (benchmarks/layer_compression.py: 0.94 at any gzip level),
 # so gzip's fastest level costs nothing in size; zstd-3 is as small and 6x faster to write.
 _LEVELS: dict[str, int | None] = {"gzip": 1, "zstd": 3, "none": None}

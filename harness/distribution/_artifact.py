@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from harness.errors import RegistryError
 from harness.oci import (
+    INDEXES,
     OCI_MANIFEST,
     REF_NAME,
     Descriptor,
@@ -33,12 +34,7 @@ from ._transfer import BlobSource
 
 __all__ = ["INDEX_TYPES", "Artifact", "BlobSource", "parse_descriptor"]
 
-INDEX_TYPES = frozenset(
-    {
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    }
-)
+INDEX_TYPES = INDEXES
 _DIGEST = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from harness.errors import DigestError, RegistryError
-from harness.oci import Descriptor
+from harness.oci import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, Descriptor
 
 from ._artifact import parse_descriptor
 from ._download import fetch_blob
@@ -27,11 +27,8 @@ from ._transfer import BlobSource, upload_blob
 
 __all__ = ["MANIFEST_TYPES", "ManifestBlob", "RegistryClient"]
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST)
+# What a manifest GET accepts, in order of preference.
+MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST)
 # The distribution spec lets registries refuse manifests above 4 MiB; nothing real comes close.
 _MAX_MANIFEST = 4 << 20
 

@@ -22,6 +22,7 @@ from ._media import (
     REF_NAME,
     Descriptor,
     check_digest,
+    shown,
 )
 
 __all__ = [
@@ -143,7 +144,7 @@ def _read_layout_file(root: Path) -> None:
     version = data.get("imageLayoutVersion") if isinstance(data, dict) else None
     if not isinstance(version, str) or not version.startswith("1."):
         raise OCIError(
-            f"unsupported imageLayoutVersion {version!r}",
+            f"unsupported imageLayoutVersion {shown(version)}",
             Location(marker),
             key="imageLayoutVersion",
         )
@@ -152,7 +153,7 @@ def _read_layout_file(root: Path) -> None:
 def _read_image(root: Path, descriptor: Descriptor, ref_name: str | None) -> Image:
     if descriptor.media_type not in IMAGE_MANIFESTS:
         raise OCIError(
-            f"{descriptor.digest} is a {descriptor.media_type!r}, not an image manifest",
+            f"{descriptor.digest} is a {shown(descriptor.media_type)}, not an image manifest",
             Location(blob_path(root, descriptor.digest)),
         )
     manifest_path = blob_path(root, descriptor.digest)
@@ -162,7 +163,7 @@ def _read_image(root: Path, descriptor: Descriptor, ref_name: str | None) -> Ima
     declared = manifest.get("mediaType", descriptor.media_type)
     if declared != descriptor.media_type:
         raise OCIError(
-            f"manifest says {declared!r} but is listed as {descriptor.media_type!r}",
+            f"manifest says {shown(declared)} but is listed as {shown(descriptor.media_type)}",
             Location(manifest_path),
             key="mediaType",
         )
@@ -197,7 +198,9 @@ def _choose_by_tag(descriptors: list[Descriptor], tag: str | None, path: Path) -
     if tag is not None:
         matches = [d for d in descriptors if (d.annotations or {}).get(REF_NAME) == tag]
         if not matches:
-            raise OCIError(f"no image tagged {tag!r} (tags: {_tags(descriptors)})", Location(path))
+            raise OCIError(
+                f"no image tagged {shown(tag)} (tags: {_tags(descriptors)})", Location(path)
+            )
         return matches[0]
     if len(descriptors) == 1:
         return descriptors[0]
@@ -243,7 +246,9 @@ def _descriptor(value: Any, key: str, path: Path) -> Descriptor:
     digest = check_digest(value.get("digest"), f"{key}.digest", where)
     size = value.get("size")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise OCIError(f"size {size!r} is not a non-negative integer", where, key=f"{key}.size")
+        raise OCIError(
+            f"size {shown(size)} is not a non-negative integer", where, key=f"{key}.size"
+        )
     annotations = value.get("annotations")
     if annotations is not None and not (
         isinstance(annotations, dict) and all(isinstance(v, str) for v in annotations.values())
@@ -319,3 +324,5 @@ def _load_json(data: bytes, path: Path) -> Any:
         raise OCIError(f"malformed JSON: {exc.msg}", Location(path, offset=offset)) from None
     except RecursionError:
         raise OCIError("JSON nested too deeply", Location(path)) from None
+    except ValueError as exc:  # an integer past Python's 4,300 digits
+        raise OCIError(f"malformed JSON: {exc}", Location(path)) from None

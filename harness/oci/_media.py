@@ -18,6 +18,7 @@ __all__ = [
     "DOCKER_MANIFEST_LIST",
     "IMAGE_MANIFESTS",
     "INDEXES",
+    "LABEL_PREFIX",
     "MAX_LABELS",
     "MAX_LABEL_BYTES",
     "OCI_CONFIG",
@@ -51,6 +52,8 @@ DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 INDEXES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 IMAGE_MANIFESTS = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 REF_NAME = "org.opencontainers.image.ref.name"
+#: The prefix of every label and annotation key the harness writes (its reverse-DNS name).
+LABEL_PREFIX = "io.github.gguf-harness."
 
 # Tar layer media type -> compression. Non-distributable and "foreign" layers are still tars.
 _LAYER_COMPRESSION = {

@@ -12,6 +12,8 @@ from gguf import GGUFValueType, Keys
 from harness.errors import Location, OCIError
 from harness.gguf import FileType, file_type
 
+from ._media import shown
+
 __all__ = ["SeedConfig", "SeedEntry", "parse_seed_config"]
 
 
@@ -113,6 +115,10 @@ def _decode(config_json: bytes | str | Mapping[str, Any], where: Location | None
         offset = getattr(exc, "pos", None) or getattr(exc, "start", None)
         path = where.path if where is not None else None
         raise OCIError(f"malformed JSON: {exc}", Location(path, offset=offset)) from None
+    except RecursionError:
+        raise OCIError("JSON nested too deeply", where) from None
+    except ValueError as exc:  # an integer past Python's 4,300 digits
+        raise OCIError(f"malformed JSON: {exc}", where) from None
 
 
 def _entry(
@@ -186,5 +192,5 @@ def _entry(
 
 def _uint(value: Any, key: str, where: Location | None) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise OCIError(f"{value!r} is not an unsigned integer", where, key=key)
+        raise OCIError(f"{shown(value)} is not an unsigned integer", where, key=key)
     return value

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness import __version__
+from harness.oci import LABEL_PREFIX
 
 __all__ = ["PREFIX", "Evidence"]
 
-PREFIX = "io.github.gguf-harness."
+PREFIX = LABEL_PREFIX
 _KEY_PART = re.compile(r"[^a-z0-9.-]+")
 
 

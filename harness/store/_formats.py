@@ -11,7 +11,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.oci import Descriptor, OCIError, format_bpw, format_parameters, parse_seed_config
+from harness.oci import (
+    LABEL_PREFIX,
+    Descriptor,
+    OCIError,
+    format_bpw,
+    format_parameters,
+    parse_seed_config,
+)
 
 __all__ = [
     "DMR_CONFIG_TYPES",
@@ -31,7 +38,7 @@ DMR_CONFIG_TYPES = frozenset(
         "application/vnd.docker.ai.model.config.v0.2+json",
     }
 )
-_PREFIX = "io.github.gguf-harness."
+_PREFIX = LABEL_PREFIX
 _FILEPATH = "org.cncf.model.filepath"
 _TITLE = "org.opencontainers.image.title"
 # Docker Model Runner v0.1 layers carry no file name; these are the names its own store uses.

@@ -34,7 +34,7 @@ from harness.distribution import (
     parse_descriptor,
 )
 from harness.errors import StoreError
-from harness.oci import Descriptor, OCIError, parse_seed_config
+from harness.oci import LABEL_PREFIX, Descriptor, OCIError, parse_seed_config
 
 from ._collect import collect, remove_tree
 from ._formats import facts, main_model, raw_file_path
@@ -48,7 +48,7 @@ __all__ = ["Store"]
 
 Report = Callable[[str], None]
 _MAX_CONFIG = 64 << 20
-_CMD_ANNOTATION = "io.github.gguf-harness.cmd"
+_CMD_ANNOTATION = LABEL_PREFIX + "cmd"
 
 
 class Store:

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from harness.errors import UsageError
+from harness.errors import ServerArgsError
 
 from ._server_options import OPTIONS, ServerOption
 
@@ -28,14 +28,6 @@ __all__ = [
     "render_options",
     "server_option",
 ]
-
-
-class ServerArgsError(UsageError):
-    """An argv llama-server would refuse; ``index`` is the offending word's position."""
-
-    def __init__(self, message: str, index: int) -> None:
-        super().__init__(message)
-        self.index = index
 
 
 @dataclass(frozen=True)
