@@ -256,3 +256,18 @@ def test_init_writes_a_model_directory_that_passes_test_at_once(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stdout[-3000:]
     assert " passed" in done.stdout and "failed" not in done.stdout
+    # From the image that build made: a Packerfile FROM it, the same facts, passing at once.
+    image = repo / "models" / "from-image"
+    layout = next((repo / "out").iterdir())
+    assert main(["init", str(image), "--from", f"{layout}:latest"]) == 0
+    assert "FROM oci-layout://" in (image / "GGUFPackerfile").read_text()
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "test", str(image), "-q", "-p", "no:cacheprovider"],
+        capture_output=True,
+        text=True,
+        cwd=repo,
+        env={**os.environ, "GGUF_HARNESS_CACHE": str(tmp_path / "cache")},
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]

@@ -137,10 +137,12 @@ def _parser() -> argparse.ArgumentParser:
     est.set_defaults(run="estimate")
 
     init = commands.add_parser(
-        "init", help="a model directory (Packerfile, model.yaml) for an existing GGUF"
+        "init",
+        help="a model directory (Packerfile, model.yaml of its own facts) for an existing GGUF,"
+        " OCI layout DIR[:TAG] or stored model REF",
     )
     init.add_argument("directory", metavar="DIR")
-    init.add_argument("--from", dest="source", required=True, metavar="GGUF")
+    init.add_argument("--from", dest="source", required=True, metavar="GGUF|IMAGE|REF")
     init.set_defaults(run="init")
 
     diff = commands.add_parser(

@@ -226,7 +226,7 @@ def estimate_command(args: argparse.Namespace) -> int:
 
 
 def init_command(args: argparse.Namespace) -> int:
-    for path in init_model(Path(args.directory), Path(args.source)):
+    for path in init_model(Path(args.directory), args.source):
         print(f"wrote {path}")
     print(f"next: gguf-harness test {args.directory}")
     return 0

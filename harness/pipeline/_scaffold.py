@@ -1,9 +1,9 @@
-"""``gguf-harness init DIR --from GGUF``: a model directory for a model that exists already.
+"""``gguf-harness init DIR --from GGUF|IMAGE|REF``: a model directory for a model that exists.
 
-The Packerfile packages the GGUF as it is; model.yaml expects the model's own facts (each line
-says where its value came from), a memory budget at the estimate plus a stated margin, and one
-smoke check. So the directory passes ``gguf-harness test`` at once, and every later change to the
-model shows up as a failing line.
+The Packerfile packages the GGUF (or builds FROM the image) as it is; model.yaml expects the
+model's own facts (each line says where its value came from), a memory budget at the estimate plus
+a stated margin, and one smoke check. So the directory passes ``gguf-harness test`` at once, and
+every later change to the model shows up as a failing line.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from harness.estimate import DeviceSpec, RunSettings, estimate
 from harness.gguf import GGUFFacts, read_facts
 from harness.units import format_count
 
+from ._artifact import resolve_artifact
+
 __all__ = ["MARGIN", "init_model"]
 
 #: What the budgets add to the estimate: room for the runtime and a slightly longer context.
@@ -29,33 +31,58 @@ _CONTEXT = 4096  # the context the image's Cmd asks for, at most the model's own
 _EMBEDDING_ARCHS = frozenset({"bert", "nomic-bert", "jina-bert-v2", "t5encoder", "modern-bert"})
 
 
-def init_model(directory: Path, source: Path) -> list[Path]:
-    """Write ``directory/GGUFPackerfile`` and ``directory/model.yaml`` for the GGUF ``source``;
-    refuses to overwrite either. Returns the files written."""
-    if not source.is_file():
-        raise UsageError(f"init --from {source}: not a GGUF file (init takes a GGUF for now)")
-    facts = read_facts(source)
+def init_model(directory: Path, source: str) -> list[Path]:
+    """Write a model directory for ``source``: a GGUF file (a Packerfile that packs it), an OCI
+    layout ``DIR[:TAG]`` (a Packerfile ``FROM`` it), or a model in the store (``source: image``,
+    no Packerfile); and its model.yaml. Refuses to overwrite either; returns what it wrote."""
     targets = [directory / "GGUFPackerfile", directory / "model.yaml"]
     existing = [str(t) for t in targets if t.exists()]
     if existing:
         raise UsageError(f"init: {', '.join(existing)} exists already; nothing was written")
-    name = source.name
-    weights = os.path.relpath(source.resolve().parent, directory.resolve())
-    context = min(facts.context_length or _CONTEXT, _CONTEXT)
-    cmd = ["-m", f"/models/{name}", "-c", str(context)]
-    packerfile = (
-        f"# {name}, packed as it is (written by `gguf-harness init`).\n"
-        "FROM scratch\n"
-        f"COPY --from=weights {name} /models/{name}\n"
-        f"CMD {json.dumps(cmd)}\n"
-    )
+    if (Path(source) / "model.yaml").is_file():
+        raise UsageError(f"init --from {source}: a model directory already")
+    if Path(source).is_file():
+        facts = read_facts(source)
+        name = Path(source).name
+        context = min(facts.context_length or _CONTEXT, _CONTEXT)
+        cmd = ["-m", f"/models/{name}", "-c", str(context)]
+        weights = os.path.relpath(Path(source).resolve().parent, directory.resolve())
+        packerfile: str | None = (
+            f"# {name}, packed as it is (written by `gguf-harness init`).\n"
+            "FROM scratch\n"
+            f"COPY --from=weights {name} /models/{name}\n"
+            f"CMD {json.dumps(cmd)}\n"
+        )
+        head = [
+            "build:",
+            "  contexts:",
+            f"    weights: {weights}   # the directory holding the GGUF (COPY --from=weights)",
+        ]
+    else:
+        artifact = resolve_artifact(source)
+        facts, cmd = artifact.subject.facts, list(artifact.cmd or ())
+        if artifact.image is not None:
+            base = os.path.relpath(artifact.image.resolve(), directory.resolve())
+            tag = f":{artifact.tag}" if artifact.tag else ""
+            packerfile = (
+                f"# The image {source}, as it is (written by `gguf-harness init`): its model,\n"
+                "# files, labels and CMD come with it.\n"
+                f"FROM oci-layout://{base}{tag}\n"
+            )
+            head = []
+        else:
+            packerfile = None  # a registry image: checked as it is, from the store
+            head = ["source:", f"  image: {source}   # pulled into the local store"]
     directory.mkdir(parents=True, exist_ok=True)
-    atomic_write(targets[0], packerfile.encode())
-    atomic_write(targets[1], _model_yaml(facts, weights, cmd).encode())
-    return targets
+    written = []
+    if packerfile is not None:
+        atomic_write(targets[0], packerfile.encode())
+        written.append(targets[0])
+    atomic_write(targets[1], _model_yaml(facts, head, cmd).encode())
+    return [*written, targets[1]]
 
 
-def _model_yaml(facts: GGUFFacts, weights: str, cmd: list[str]) -> str:
+def _model_yaml(facts: GGUFFacts, head: list[str], cmd: list[str]) -> str:
     settings = RunSettings.from_cmd(cmd)
     gpu = estimate(facts.path, settings, [DeviceSpec("GPU0", 1 << 50)])
     cpu = estimate(facts.path, settings)
@@ -67,9 +94,7 @@ def _model_yaml(facts: GGUFFacts, weights: str, cmd: list[str]) -> str:
         f"# Written by `gguf-harness init` from {Path(facts.path).name}: every value below is",
         "# that model's own, so this passes `gguf-harness test` as it is; edit what you promise.",
         "schemaVersion: 1",
-        "build:",
-        "  contexts:",
-        f"    weights: {weights}   # the directory holding the GGUF (COPY --from=weights)",
+        *head,
         "expect:",
         f"  architecture: {facts.architecture}   # general.architecture",
         f"  file_type: {facts.file_type}   # llama.cpp's name for it",
