@@ -213,8 +213,10 @@ def _choose_by_tag(descriptors: list[Descriptor], tag: str | None, path: Path) -
 
 
 def _tags(descriptors: list[Descriptor]) -> str:
-    names = [(d.annotations or {}).get(REF_NAME) for d in descriptors]
-    return ", ".join(sorted(n for n in names if n)) or "none"
+    names = sorted(n for d in descriptors if (n := (d.annotations or {}).get(REF_NAME)))
+    shown_names = [n if len(n) <= 80 else shown(n) for n in names[:10]]
+    more = f" and {len(names) - 10} more" if len(names) > 10 else ""
+    return (", ".join(shown_names) + more) or "none"
 
 
 def _choose_platform(

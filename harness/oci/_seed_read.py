@@ -171,7 +171,7 @@ def _entry(
         raise OCIError("not an integer", where, key=f"{key}.CmdParameterIndex")
     if cmd_value and not (0 < cmd_index < len(cmd) and cmd[cmd_index] == cmd_value):
         raise OCIError(
-            f"Cmd[{cmd_index}] is not {cmd_value!r}; the consumer rewrites that argument",
+            f"Cmd[{cmd_index}] is not {shown(cmd_value)}; the consumer rewrites that argument",
             where,
             key=f"{key}.CmdParameterIndex",
         )
