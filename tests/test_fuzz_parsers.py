@@ -116,3 +116,44 @@ def test_labels_of_hostile_size_are_one_located_error(
     assert text.startswith(f"blobs/sha256/abc: {key}") and message in text, text
     assert "\n" not in text and len(text) < 300
     assert (MAX_LABELS, MAX_LABEL_BYTES) == (4096, 64 << 10)
+
+
+# --- the same hostile tar on every path that reads one -------------------------------------------
+
+_SPARSE = FUZZ / "tar" / "sparse-member-of-10e30-bytes.tar"
+
+
+def test_a_sparse_member_is_refused_at_once_by_a_pull(tmp_path: Path) -> None:
+    """6.5 KB claiming a sparse file of 10**30 bytes: Python's reader would fill it with zeros
+    forever. The store refuses it before writing a byte."""
+    import hashlib
+
+    from harness.errors import UnsafeLayerError
+    from harness.oci import Descriptor
+    from harness.store._unpack import UnpackLimits, unpack_layer
+
+    data = _SPARSE.read_bytes()
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    descriptor = Descriptor("application/vnd.oci.image.layer.v1.tar", digest, len(data))
+    began = time.perf_counter()
+    with pytest.raises(UnsafeLayerError, match="is a sparse file: refused"):
+        unpack_layer(_SPARSE, descriptor, digest, tmp_path / "layer", UnpackLimits())
+    assert time.perf_counter() - began < 2.0
+    assert not (tmp_path / "layer").exists() or not any((tmp_path / "layer").rglob("prompt*"))
+
+
+def test_a_sparse_member_is_refused_at_once_by_add(tmp_path: Path) -> None:
+    import shutil
+
+    from harness.builder import BuildOptions, build
+    from harness.errors import BuildError
+
+    context = tmp_path / "context"
+    context.mkdir()
+    shutil.copy(_SPARSE, context / "layer.tar")
+    (context / "GGUFPackerfile").write_text("FROM scratch\nADD layer.tar /x/\n")
+    began = time.perf_counter()
+    with pytest.raises(BuildError, match=r"GGUFPackerfile:2:.*is a sparse file: refused"):
+        build(BuildOptions(context, tmp_path / "out"))
+    assert time.perf_counter() - began < 5.0
+    assert not (tmp_path / "out").exists()

@@ -237,6 +237,11 @@ class Steps:
                         raise BuildError(
                             f"archive member {member.name!r} leaves the root", inst.location
                         )
+                    if member.sparse is not None:  # zeros from nowhere, maybe forever
+                        raise BuildError(
+                            f"archive member {member.name!r} is a sparse file: refused",
+                            inst.location,
+                        )
                     if member.isfile():
                         reader = archive.extractfile(member)
                         assert reader is not None

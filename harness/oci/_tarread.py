@@ -243,6 +243,19 @@ def iter_layer(
                 fileobj=tar_bytes, mode="r|", bufsize=_CHUNK, tarinfo=_BoundedTarInfo
             ) as tar:
                 for member in tar:
+                    # A member's bytes are bounded like the layer's: a size past the cap, or a
+                    # sparse map (whose holes Python's reader fills with zeros, and with an empty
+                    # map never finishes), could be read forever from a few kilobytes.
+                    if member.sparse is not None:
+                        raise fail(ValueError(f"{member.name!r} is a sparse file"), member.offset)
+                    if member.size > cap:
+                        raise OCIError(
+                            f"layer {descriptor.digest}: {member.name!r} claims {member.size}"
+                            f" bytes, past the {cap} the layer may expand to"
+                            f" ({MAX_EXPANSION:g}x its compressed size): refused as a"
+                            " decompression bomb",
+                            Location(path),
+                        )
                     yield member, functools.partial(chunks, tar, member)
                 end = tar.offset  # where the end-of-archive marker (or a bad header) starts
             # After the marker only zero padding may follow; it still counts for the digests.

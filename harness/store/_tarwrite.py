@@ -61,6 +61,10 @@ class TarWriter:
         rel = clean_name(member.name, self.what)
         if not rel:
             return
+        if member.sparse is not None:
+            # Python's reader fills a sparse file's holes with zeros the layer never carried
+            # (and with an empty map never finishes): unbounded from a few kilobytes.
+            raise UnsafeLayerError(f"{self.what}: {rel!r} is a sparse file: refused")
         parent, _, base = rel.rpartition("/")
         if base == _OPAQUE:
             self.opaque.append(parent)
