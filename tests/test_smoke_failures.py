@@ -130,7 +130,12 @@ def test_a_chat_template_that_does_not_compile(gguf: Path, runner: Runner, tmp_p
     assert not result.passed
     # each runner in its own words
     if runner.name == "llama-server":
-        assert "Parser Error: Expected }} (Got })" in result.log_tail
+        # llama.cpp logs through a worker thread that a dying process may not let finish (seen
+        # under load): its parser's words, or at least its refusal of the template, are there.
+        assert (
+            "Parser Error: Expected }} (Got })" in result.log_tail
+            or "the supplied chat template is not supported" in result.log_tail
+        )
         assert "chat template" in result.message or "Parser Error" in result.message
     else:
         assert "the chat template does not compile (line 1): unexpected '}'" in result.message
