@@ -85,7 +85,7 @@ class _Loader(yaml.SafeLoader):
 
 
 _TOO_DEEP = f"nested too deeply (more than {MAX_DEPTH} levels)"
-_TOO_MANY = f"more than {MAX_NODES} values"
+_TOO_MANY = f"more than {MAX_NODES} keys and values"
 
 
 _Loader.yaml_implicit_resolvers = {}
