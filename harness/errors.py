@@ -19,6 +19,7 @@ control character escaped. Packages raise these classes; none defines its own.
     ├── BuildError          a build step (its Packerfile line)
     ├── ToolchainError      llama.cpp's programs and converter (``detail``: the tool's log)
     ├── SmokeError          a server that could not start or answer (``log_tail``)
+    ├── QualityError        a quality measurement: its reference, corpus or llama-perplexity run
     ├── StoreError          the local store
     │   └── UnsafeLayerError    a layer refused before anything was stored
     ├── RegistryError       registries (``status``, ``code``; never a credential)
@@ -51,6 +52,7 @@ __all__ = [
     "PackerfileErrors",
     "PackerfileWarning",
     "PublishError",
+    "QualityError",
     "RegistryError",
     "ServerArgsError",
     "SmokeError",
@@ -317,6 +319,15 @@ class SmokeError(HarnessError):
     ) -> None:
         super().__init__(message, location)
         self.log_tail = log_tail
+
+
+class QualityError(HarnessError):
+    """A quality measurement that cannot be made; ``part`` is the input at fault (``reference``,
+    ``corpus``, or ``""``: llama-perplexity's run), so the chain can point at its YAML key."""
+
+    def __init__(self, message: str, location: Location | None = None, *, part: str = "") -> None:
+        super().__init__(message, location)
+        self.part = part
 
 
 # --- The local model store.

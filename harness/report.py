@@ -40,6 +40,8 @@ class ModelRecord:
     publish: dict[str, Any] | None = None
     # The smoke server's measured cost next to the estimator's figure for the same settings.
     run: dict[str, Any] | None = None
+    # What the ``quality`` section measured against the reference (QualityRun.to_json()).
+    quality: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:

@@ -19,7 +19,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("builder", "store"),
     ("distribution",),
     ("expect",),
-    ("estimate",),
+    ("estimate", "quality"),
     ("oci", "packerfile"),
     ("gguf", "toolchain"),
     ("report",),

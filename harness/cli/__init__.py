@@ -154,6 +154,20 @@ def _parser() -> argparse.ArgumentParser:
     diff.add_argument("--json", action="store_true")
     diff.set_defaults(run="diff")
 
+    quality = commands.add_parser(
+        "quality",
+        help="how much quantization cost: KL divergence, PPL ratio and top-token agreement"
+        " against a reference (llama-perplexity), or embedding cosines",
+    )
+    quality.add_argument("model", metavar="MODEL", help="a GGUF, OCI layout, model dir or REF")
+    quality.add_argument("--reference", required=True, metavar="R", help="the same forms")
+    quality.add_argument("--corpus", metavar="FILE", help="text (default: the harness's own)")
+    quality.add_argument("-c", "--ctx-size", type=int, default=512, help="tokens per chunk")
+    quality.add_argument("--chunks", type=int, default=None, help="chunks to read (default all)")
+    quality.add_argument("--kind", choices=("perplexity", "embedding"), default="perplexity")
+    quality.add_argument("--json", action="store_true", help="every statistic, as JSON")
+    quality.set_defaults(run="quality")
+
     push = commands.add_parser("push", help="push an OCI layout to a registry")
     push.add_argument("layout", metavar="DIR[:TAG]")
     push.add_argument("reference", metavar="REF", help="e.g. 127.0.0.1:5000/smollm2:q4")

@@ -36,6 +36,7 @@ from harness.store import Store
 from harness.toolchain import build_programs, link_python_library, toolchain_report
 from harness.units import format_size, parse_size
 
+from ._quality import quality_command as quality_command  # dispatched by name
 from ._tables import estimate_table, facts_table, print_rows, print_summary
 
 __all__ = [

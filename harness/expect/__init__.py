@@ -20,6 +20,7 @@ from ._expectations import (
 )
 from ._load import load_spec, validate
 from ._matrix import MODEL_FILES, Selected, find_model_files, matrix, parse_only, select
+from ._quality import QualitySection, Reference, Threshold
 from ._records import NO_CHECKS, BuildSpec, Check, Context, ModelSpec, SourceSpec, Variant
 from ._schema import load_schema
 from ._sections import BudgetSpec, MemorySection, PublishSection, SmokeSection
@@ -60,7 +61,9 @@ __all__ = [
     "Op",
     "PresenceExpectation",
     "PublishSection",
+    "QualitySection",
     "QuantityExpectation",
+    "Reference",
     "Selected",
     "SimilarityBound",
     "SmokeCheck",
@@ -69,6 +72,7 @@ __all__ = [
     "SpecErrors",
     "Subject",
     "TextExpect",
+    "Threshold",
     "Update",
     "Variant",
     "evaluate",

@@ -8,6 +8,7 @@ from typing import Any, Literal, cast
 from harness.errors import Location, SpecError, SpecErrors
 
 from ._expectations import parse_expectation, parse_matcher
+from ._quality import quality_section
 from ._records import BuildSpec, Check, Context, ModelSpec, SourceSpec, Variant
 from ._schema import schema_problems
 from ._sections import memory_section, publish_section, smoke_section
@@ -53,7 +54,12 @@ def _order(error: SpecError) -> tuple[int, int]:
     return (location.line or 0, location.col or 0)
 
 
-_SECTIONS = {"memory": memory_section, "smoke": smoke_section, "publish": publish_section}
+_SECTIONS = {
+    "memory": memory_section,
+    "smoke": smoke_section,
+    "quality": quality_section,
+    "publish": publish_section,
+}
 
 
 def _section(doc: Located, name: str) -> Any:
@@ -78,6 +84,7 @@ def _build(doc: Located, path: Path) -> ModelSpec:
         expect_location=doc.keys.get(("expect",)),
         memory=_section(doc, "memory"),
         smoke=_section(doc, "smoke"),
+        quality=_section(doc, "quality"),
         publish=_section(doc, "publish"),
         doc=doc,
     )

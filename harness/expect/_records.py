@@ -12,6 +12,7 @@ from typing import Literal
 from harness.errors import Location, SpecError
 
 from ._expectations import Expectation
+from ._quality import QualitySection
 from ._sections import MemorySection, PublishSection, SmokeSection
 from ._yaml import DataPath, Located
 
@@ -214,6 +215,7 @@ class ModelSpec:
     expect_location: Location | None
     memory: MemorySection | None
     smoke: SmokeSection | None
+    quality: QualitySection | None
     publish: PublishSection | None
     doc: Located  # the whole file, for locations of anything else
 

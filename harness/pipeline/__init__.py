@@ -26,6 +26,13 @@ from ._checks import (
 )
 from ._diff import Change, ModelDiff, diff_models
 from ._publish import DEFAULT_PUBLISH_TARGET, publish_all, publish_gated, publish_model
+from ._quality import (
+    QualityRun,
+    QualityVerdict,
+    judge_quality,
+    measure_quality,
+    reference_model,
+)
 from ._scaffold import MARGIN, init_model
 from ._session import Pipeline
 
@@ -37,18 +44,23 @@ __all__ = [
     "Change",
     "ModelDiff",
     "Pipeline",
+    "QualityRun",
+    "QualityVerdict",
     "artifact_of_layout",
     "artifact_of_stored",
     "check_memory",
     "diff_models",
     "estimated_ram",
     "init_model",
+    "judge_quality",
     "lint_model",
+    "measure_quality",
     "model_build_options",
     "produce_artifact",
     "publish_all",
     "publish_gated",
     "publish_model",
+    "reference_model",
     "resolve_artifact",
     "run_record",
     "run_smoke",

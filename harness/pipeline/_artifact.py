@@ -70,7 +70,7 @@ def _artifact_of_build(spec: ModelSpec, out_dir: Path, variant: Variant | None) 
         )
     output = out_dir / (f"{spec.name}-{variant.name}" if variant else spec.name)
     options = model_build_options(spec, output, variant)
-    return _artifact_of_result(build_with(options, declared=spec.build.builder))
+    return artifact_of_result(build_with(options, declared=spec.build.builder))
 
 
 def model_build_options(spec: ModelSpec, output: Path, variant: Variant | None) -> BuildOptions:
@@ -87,7 +87,7 @@ def model_build_options(spec: ModelSpec, output: Path, variant: Variant | None) 
     )
 
 
-def _artifact_of_result(result: BuildResult) -> Artifact:
+def artifact_of_result(result: BuildResult) -> Artifact:
     seed = parse_seed_config(result.config, str(result.output))
     subject = Subject(
         facts=read_facts(result.files[seed.model.cmd_value]), labels=dict(seed.labels)

@@ -12,6 +12,7 @@ from harness.smoke import SmokeRun
 
 from ._artifact import Artifact, produce_artifact
 from ._checks import run_smoke
+from ._quality import QualityRun, measure_quality
 
 
 class Pipeline:
@@ -23,6 +24,7 @@ class Pipeline:
         self.variants: dict[Path, Variant] = {}
         self._artifacts: dict[Path, Artifact | HarnessError] = {}
         self._smoke: dict[Path, SmokeRun | HarnessError] = {}
+        self._quality: dict[Path, QualityRun | HarnessError] = {}
 
     def select(self, specs: Iterable[ModelSpec], only: str) -> set[str]:
         """The model files ``only`` (``NAME[:VARIANT]``, a cell of ``matrix``) names; the chosen
@@ -62,6 +64,25 @@ class Pipeline:
         if isinstance(outcome, HarnessError):
             raise outcome
         return outcome
+
+    def quality(self, spec: ModelSpec) -> QualityRun:
+        """The model measured against its ``quality`` reference, once for all its thresholds."""
+        key = Path(spec.path).resolve()
+        if key not in self._quality:
+            try:
+                artifact = self.artifact(spec)
+                variant = self.variants.get(key)
+                self._quality[key] = measure_quality(spec, artifact, self.out_dir, variant)
+            except HarnessError as error:
+                self._quality[key] = error
+        outcome = self._quality[key]
+        if isinstance(outcome, HarnessError):
+            raise outcome
+        return outcome
+
+    def variant(self, spec: ModelSpec) -> Variant | None:
+        """The build variant this session checks of ``spec`` (None: its plain build)."""
+        return self.variants.get(Path(spec.path).resolve())
 
     def subject(self, spec: ModelSpec) -> Subject:
         return self.artifact(spec).subject

@@ -32,6 +32,7 @@ class Evidence:
     llama_cpp: str | None = None  # the llama.cpp build the model was validated with
     memory: Mapping[str, str] = field(default_factory=dict)  # budget -> estimate
     smoke: str | None = None  # "passed", "failed" or "skipped"
+    quality: Mapping[str, str] = field(default_factory=dict)  # metric -> value, vs reference
     report: bytes | None = None  # the full JSON report, attached as a referrer
 
     def annotations(self) -> dict[str, str]:
@@ -45,6 +46,8 @@ class Evidence:
             found[PREFIX + "llama-cpp"] = self.llama_cpp
         if self.smoke:
             found[PREFIX + "smoke"] = self.smoke
+        for metric, value in self.quality.items():
+            found[PREFIX + "quality." + metric.replace("_", "-")] = value
         for budget, estimate in self.memory.items():
             key = _KEY_PART.sub("-", budget.lower()).strip("-") or "default"
             found[PREFIX + "memory." + key] = estimate
@@ -78,11 +81,28 @@ class Evidence:
         if smoke_items:
             outcomes = {i.get("outcome") for i in smoke_items}
             smoke = "passed" if outcomes == {"passed"} else "failed"
+        quality = next((m.get("quality") for m in records if m.get("quality")), None)
         return cls(
             passed=bool(items) and not failures,
             checks=len(items),
             failures=failures,
             memory=memory,
             smoke=smoke,
+            quality=_quality(quality),
             report=raw,
         )
+
+
+# What a reader compares across a ladder; the report keeps every statistic.
+_HEADLINE: tuple[str, ...] = ("ppl_ratio", "kld_mean", "kld_p99", "same_top_p", "delta_p_rms")
+_HEADLINE += ("cosine_min", "cosine_mean", "rank_correlation")
+
+
+def _quality(record: Any) -> dict[str, str]:
+    if not isinstance(record, Mapping) or not isinstance(record.get("metrics"), Mapping):
+        return {}
+    metrics = record["metrics"]
+    found = {k: f"{metrics[k]:g}" for k in _HEADLINE if isinstance(metrics.get(k), (int, float))}
+    if found and isinstance(record.get("reference"), str):
+        found["reference"] = record["reference"]
+    return found

@@ -24,6 +24,7 @@ from ._llama import (
     llama_cpp_python_version,
     sdist_archive,
 )
+from ._process import ToolRun, run_tool
 from ._programs import (
     BUILD_NUMBER,
     PROGRAMS,
@@ -72,6 +73,7 @@ __all__ = [
     "ServerArgs",
     "ServerArgsError",
     "ServerOption",
+    "ToolRun",
     "ToolchainError",
     "ToolchainReport",
     "build_options",
@@ -92,6 +94,7 @@ __all__ = [
     "quantize_command",
     "quantize_options",
     "render_options",
+    "run_tool",
     "sdist_archive",
     "server_option",
     "toolchain_report",
