@@ -7,7 +7,6 @@ core; this module maps them onto pytest's collection, locations and reports.
 from __future__ import annotations
 
 import fnmatch
-import os
 import warnings
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
@@ -15,11 +14,13 @@ from typing import Any, NamedTuple
 
 import pytest
 
+from harness._fs import display_path
 from harness.errors import HarnessError, HarnessWarning, Location, SpecError, UsageError
 from harness.expect import NO_CHECKS, Check, ModelSpec, evaluate, load_spec, update_from_report
 from harness.pipeline import (
     Pipeline,
     check_memory,
+    diff_all_published,
     publish_all,
     run_record,
     template_warning,
@@ -50,6 +51,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="after the run, publish each model whose every check passed (model.yaml publish:, "
         "default oci:out/published)",
+    )
+    group.addoption(
+        "--diff-published",
+        action="store_true",
+        help="before publishing, diff each build against the tag it publishes to (read only)",
     )
     group.addoption(
         "--update-expectations",
@@ -90,30 +96,20 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ModelFile 
     return None
 
 
-def _display_path(path: Path) -> str:
-    """Paths relative to the working directory when below it: what editors and GitHub resolve."""
-    try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive on Windows
-        return str(path)
-
-
 class ModelFile(pytest.File):
     """A model.yaml: one collector per model, its checks grouped as `section::name` nodes."""
 
     def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
-        spec = load_spec(_display_path(self.path))
+        spec = load_spec(display_path(self.path))
         self.config.stash[_specs_key][str(spec.path)] = spec
-        for mark in spec.marks:
-            self.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
-            self.add_marker(mark)
+        _mark(self, spec.marks)
         items = [
             *_tree(self, spec, list(spec.checks), depth=0),
             *_section_groups(self, spec),
         ]
         if not items:
             # Nothing to check is no pass: say what is missing instead of pytest's silent exit 5.
-            raise SpecError(NO_CHECKS, Location(_display_path(self.path), 1))
+            raise SpecError(NO_CHECKS, Location(display_path(self.path), 1))
         yield from items
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
@@ -226,9 +222,7 @@ class CheckItem(ModelItem):
         super().__init__(where=check.location, label=".".join(_parts(check)), **kwargs)
         self.check = check
         self.item_name = check.name
-        for mark in check.marks:
-            self.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
-            self.add_marker(mark)
+        _mark(self, check.marks)
 
     def measure(self) -> Outcome:
         result = evaluate(self.check, self.pipeline.subject(self.spec))
@@ -302,10 +296,14 @@ class SectionGroup(pytest.Collector):
         item = kind.from_parent(
             self, name=name, spec=self.spec, where=where, label=f"{self.name}.{name}", index=index
         )
-        for mark in marks:
-            self.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
-            item.add_marker(mark)
+        _mark(item, marks)
         return item
+
+
+def _mark(node: pytest.Item | pytest.Collector, marks: Iterable[str]) -> None:
+    for mark in marks:
+        node.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
+        node.add_marker(mark)
 
 
 def _section_groups(parent: ModelFile, spec: ModelSpec) -> Iterator[pytest.Collector]:
@@ -375,6 +373,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     report = config.stash[_report_key]
     publishing = config.getoption("--publish") and not config.getoption("collectonly")
     specs, collected = config.stash[_specs_key], config.stash[_collected_key]
+    if config.getoption("--diff-published") and not config.getoption("collectonly"):
+        diff_all_published(config.stash[_pipeline_key], report, specs)
     if publishing and not publish_all(config.stash[_pipeline_key], report, specs, collected):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if config.getoption("--update-expectations"):

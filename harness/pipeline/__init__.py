@@ -25,7 +25,14 @@ from ._checks import (
     template_warning,
 )
 from ._diff import Change, ModelDiff, diff_models
-from ._publish import DEFAULT_PUBLISH_TARGET, publish_all, publish_gated, publish_model
+from ._publish import (
+    DEFAULT_PUBLISH_TARGET,
+    publish_all,
+    publish_gated,
+    publish_model,
+    publish_target,
+)
+from ._published import PublishedDiff, diff_all_published, diff_published
 from ._scaffold import MARGIN, init_model
 from ._session import Pipeline
 
@@ -37,10 +44,13 @@ __all__ = [
     "Change",
     "ModelDiff",
     "Pipeline",
+    "PublishedDiff",
     "artifact_of_layout",
     "artifact_of_stored",
     "check_memory",
+    "diff_all_published",
     "diff_models",
+    "diff_published",
     "estimated_ram",
     "init_model",
     "lint_model",
@@ -49,6 +59,7 @@ __all__ = [
     "publish_all",
     "publish_gated",
     "publish_model",
+    "publish_target",
     "resolve_artifact",
     "run_record",
     "run_smoke",
