@@ -97,8 +97,8 @@ def diff_published(
     fmt = "gguf-packer" if "gguf-packer" in target.formats else target.formats[0]
     where, tag = target.references[0], tag_for(target.tags[0], fmt, target.formats)
     reference = f"{where}:{tag}"
-    built = read_layout(artifact.image, artifact.tag).config_descriptor.digest
     try:
+        built = read_layout(artifact.image, artifact.tag).config_descriptor.digest
         published = _published(where, tag, built, store or Store())
     except NotFoundError:
         return PublishedDiff(reference, FIRST)
