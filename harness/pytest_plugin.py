@@ -7,7 +7,6 @@ core; this module maps them onto pytest's collection, locations and reports.
 from __future__ import annotations
 
 import fnmatch
-import warnings
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,9 +20,11 @@ from harness.pipeline import (
     Pipeline,
     check_memory,
     diff_all_published,
+    early_template_warnings,
     publish_all,
     run_record,
     template_warning,
+    warn_at,
 )
 from harness.report import ItemRecord, Report, publish_lines
 
@@ -103,6 +104,8 @@ class ModelFile(pytest.File):
         spec = load_spec(display_path(self.path))
         self.config.stash[_specs_key][str(spec.path)] = spec
         _mark(self, spec.marks)
+        for where, caution in early_template_warnings(spec):
+            warn_at(where, caution)  # -W error: a collection error at that line
         items = [
             *_tree(self, spec, list(spec.checks), depth=0),
             *_section_groups(self, spec),
@@ -113,7 +116,7 @@ class ModelFile(pytest.File):
         yield from items
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, HarnessError):
+        if isinstance(excinfo.value, HarnessError | HarnessWarning):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
 
@@ -256,8 +259,8 @@ class SmokeItem(ModelItem):
         record = self.config.stash[_report_key].model(str(self.spec.path), self.spec.name)
         record.run = record.run or run_record(self.spec, artifact, run)
         caution = template_warning(self.spec, artifact, self.index)
-        if caution:
-            warnings.warn(HarnessWarning(f"{self.where}: {caution}"), stacklevel=1)
+        if caution and (self.where, caution) not in early_template_warnings(self.spec):
+            warn_at(self.where, caution)  # else said at collection already
         result = run.results[self.index]
         assert self.spec.smoke is not None
         if result.failures:

@@ -18,11 +18,13 @@ from ._artifact import (
 )
 from ._checks import (
     check_memory,
+    early_template_warnings,
     estimated_ram,
     lint_model,
     run_record,
     run_smoke,
     template_warning,
+    warn_at,
 )
 from ._diff import Change, ModelDiff, diff_models
 from ._publish import (
@@ -51,6 +53,7 @@ __all__ = [
     "diff_all_published",
     "diff_models",
     "diff_published",
+    "early_template_warnings",
     "estimated_ram",
     "init_model",
     "lint_model",
@@ -64,4 +67,5 @@ __all__ = [
     "run_record",
     "run_smoke",
     "template_warning",
+    "warn_at",
 ]
