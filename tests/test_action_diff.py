@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,10 @@ def _test(repo: Path, env: dict[str, str], *args: str) -> str:
 
 
 def test_the_pr_comment_shows_each_model_against_its_published_tag(
-    tmp_path: Path, registry: Registry
+    tmp_path: Path,
+    registry: Registry,
+    registry_factory: Callable[..., Registry],
+    no_user_credentials: None,
 ) -> None:
     repo = tmp_path / "repo"
     changed = _model(repo, "tiny", f"{registry.host}/diff/tiny")
@@ -76,11 +80,13 @@ def test_the_pr_comment_shows_each_model_against_its_published_tag(
     assert f"tiny: against {registry.host}/diff/tiny:v1: the same model as published" in same
     assert not (tmp_path / "store").exists()
 
-    # The change under review, and two more models: never published, and a registry that is down.
+    # The change under review, and three more models: never published, a registry that is down,
+    # one that wants credentials this run does not have.
     (changed / "m.gguf").unlink()
     write_model(changed / "m.gguf", weight_type=T.Q4_0, file_type=LlamaFileType.MOSTLY_Q4_0)
     _model(repo, "new", f"{registry.host}/diff/new")
     _model(repo, "offline", f"127.0.0.1:{free_port()}/diff/offline")
+    _model(repo, "locked", f"{registry_factory(auth=True).host}/diff/locked")
     report = tmp_path / "report.json"
     said = _test(repo, env, "--diff-published", "--harness-report", str(report))
     assert f"tiny: against {registry.host}/diff/tiny:v1: file type Q8_0 -> Q4_0, size -" in said
@@ -94,6 +100,8 @@ def test_the_pr_comment_shows_each_model_against_its_published_tag(
     assert models["new"]["diff"]["state"] == "first publication"
     offline = models["offline"]["diff"]
     assert offline["state"] == "unavailable" and offline["note"].startswith("cannot read it: ")
+    locked = models["locked"]["diff"]
+    assert locked["state"] == "unavailable" and locked["note"].startswith("not authorized to read")
 
     with github_server() as server:
         event = tmp_path / "event.json"
@@ -122,3 +130,4 @@ def test_the_pr_comment_shows_each_model_against_its_published_tag(
     assert f"| RAM | `{ram['before']}` | `{ram['after']}` | {ram['delta']} |" in body
     assert f"**Against the published `{registry.host}/diff/new:v1`:** first publication" in body
     assert "/diff/offline:v1`:** not compared: cannot read it: " in body
+    assert "/diff/locked:v1`:** not compared: not authorized to read it: " in body
