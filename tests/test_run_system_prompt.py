@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -114,6 +115,21 @@ def test_the_proxy_passes_everything_else_as_it_is(upstream: str) -> None:
         status, headers, raw = _post(url + "/stream", {"messages": USER})
         assert headers["Content-Type"] == "text/event-stream"
         assert raw == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+        # curl's `Expect: 100-continue` (bodies over 1 KiB) is answered before the body comes.
+        body = json.dumps({"messages": USER, "pad": "x" * 2048}).encode()
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                b"Content-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            )
+            assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue\r\n")
+            sock.sendall(body)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 201 ") and b'"content": "You are a pirate.' in answer
 
 
 def test_the_proxy_says_when_its_port_is_taken(upstream: str) -> None:

@@ -81,7 +81,8 @@ def early_template_warnings(spec: ModelSpec) -> list[tuple[Location, str]]:
     anything is built or pulled: the model's source is a GGUF file, whose header says whether
     it has a template (pytest warns at collection). Else []: known once the artifact is."""
     path = spec.source_path() if spec.source and spec.source.kind == "gguf" else None
-    if spec.smoke is None or path is None or not path.is_file():
+    chat = spec.smoke is not None and any(c.kind == "chat" for c in spec.smoke.checks)
+    if not chat or spec.smoke is None or path is None or not path.is_file():
         return []
     try:
         artifact = Artifact(Subject(read_facts(path), None), None, {})

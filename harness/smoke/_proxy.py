@@ -40,7 +40,7 @@ _FIELD = {
 }
 # Headers about one hop, never passed on (RFC 9110 7.6.1); the length is recomputed.
 _HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding"}
-_HOP |= {"upgrade", "content-length", "host"}
+_HOP |= {"upgrade", "content-length", "host", "expect"}
 _CHUNK = 64 * 1024
 
 
@@ -117,8 +117,9 @@ def system_prompt_proxy(upstream: str, prompt: str, host: str, port: int) -> Ite
 
 def _handler(host: str, port: int | None, prompt: str) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        # One request per connection: the end of an answer of unknown length is the close.
-        protocol_version = "HTTP/1.0"
+        # HTTP/1.1 for `Expect: 100-continue` (curl waits a second for it otherwise); one
+        # request per connection: the end of an answer of unknown length is the close.
+        protocol_version = "HTTP/1.1"
 
         def _forward(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -136,6 +137,8 @@ def _handler(host: str, port: int | None, prompt: str) -> type[BaseHTTPRequestHa
                         self.send_header(key, value)
                 if reply.getheader("Content-Length") is not None and self.command != "HEAD":
                     self.send_header("Content-Length", reply.getheader("Content-Length", "0"))
+                self.send_header("Connection", "close")
+                self.close_connection = True
                 self.end_headers()
                 while chunk := reply.read1(_CHUNK):
                     self.wfile.write(chunk)
