@@ -100,14 +100,12 @@ def diff_published(
     try:
         built = read_layout(artifact.image, artifact.tag).config_descriptor.digest
         published = _published(where, tag, built, store or Store())
-    except NotFoundError:
-        return PublishedDiff(reference, FIRST)
     except AuthError as error:
         return PublishedDiff(reference, UNAVAILABLE, f"not authorized to read it: {error}")
     except HarnessError as error:
         return PublishedDiff(reference, UNAVAILABLE, f"cannot read it: {error}")
-    if published is None:
-        return PublishedDiff(reference, SAME)
+    if isinstance(published, str):
+        return PublishedDiff(reference, published)
     try:
         result = diff_models(published, artifact, (reference, "this build"))
     except HarnessError as error:
@@ -115,21 +113,22 @@ def diff_published(
     return PublishedDiff(reference, CHANGED if result.changes else SAME, changes=result.changes)
 
 
-def _published(where: str, tag: str, built: str, store: Store) -> Artifact | None:
-    """The published artifact, or None when its image config is ``built``'s (the same model).
-    NotFoundError when nothing is published there yet."""
+def _published(where: str, tag: str, built: str, store: Store) -> Artifact | str:
+    """The published artifact; or FIRST when nothing is published there yet, SAME when its
+    image config is ``built``'s (the same model, nothing more read)."""
     if where.startswith("oci:"):
         directory = Path(where[4:])
         if not (directory / "index.json").is_file():
-            raise NotFoundError("no OCI layout there yet", where)
-        tags = {(d.annotations or {}).get(REF_NAME) for d in layout_index(directory)}
-        if tag not in tags:
-            raise NotFoundError(f"no tag {tag!r} in the layout", where)
+            return FIRST
+        if tag not in {(d.annotations or {}).get(REF_NAME) for d in layout_index(directory)}:
+            return FIRST
         if read_layout(directory, tag).config_descriptor.digest == built:
-            return None
+            return SAME
         return artifact_of_layout(directory, tag)
     ref = Reference.parse(where, default_tag=None).with_tag(tag)
     with RegistryClient(ref.registry) as client:
-        if resolve(client, ref).config.digest == built:
-            return None
-    return artifact_of_stored(store.pull(str(ref)))
+        try:
+            config = resolve(client, ref).config
+        except NotFoundError:  # the manifest (or the repository): a blob missing later is not
+            return FIRST
+    return SAME if config.digest == built else artifact_of_stored(store.pull(str(ref)))
