@@ -17,12 +17,23 @@ __all__ = [
     "CACHE_ENV",
     "atomic_write",
     "cache_root",
+    "display_path",
     "ensure_room",
     "owned_name",
     "remove_tree",
     "staged_output",
     "sweep_stale",
 ]
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory: what editors and GitHub resolve (model.yaml
+    locations in pytest's and the Action's output)."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
+
 
 #: Root of everything the harness caches (builds, unpacked images, llama.cpp's programs).
 CACHE_ENV = "GGUF_HARNESS_CACHE"

@@ -42,6 +42,9 @@ class ModelRecord:
     run: dict[str, Any] | None = None
     # What the ``quality`` section measured against the reference (QualityRun.to_json()).
     quality: dict[str, Any] | None = None
+    # This build against the tag it publishes to, before publishing (--diff-published):
+    # {"reference", "state", "note", "headline", "changes": [{what, before, after, delta}]}.
+    diff: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -79,8 +82,13 @@ class Report:
 
 
 def publish_lines(report: Report) -> list[str]:
-    """What publishing did, a line per published item or per model it refused."""
-    lines = []
+    """Each build against the tag it publishes to (--diff-published), then what publishing
+    did, a line per published item or per model it refused."""
+    lines = [
+        f"{model.name}: against {model.diff['reference']}: {model.diff['headline']}"
+        for model in report.models.values()
+        if model.diff is not None
+    ]
     for model in report.models.values():
         if model.publish is None:
             continue

@@ -131,6 +131,8 @@ def _run(workspace: Path, server: GitHubServer, tmp: Path, **inputs: str) -> Job
         "RUNNER_OS": "Linux",
         "RUNNER_ARCH": "X64",
     }
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]  # the harness under test, not an installed one
     github = {"token": server.token, "action_path": str(ROOT), "workspace": str(workspace)}
     runner = {"temp": str(temp), "os": "Linux", "arch": "X64"}
     stubs = {
@@ -234,6 +236,11 @@ def test_summary(jobs: list[Job]) -> None:
     # Failed models come first.
     assert text.index("### ❌ wrong-arch") < text.index("### ✅ good")
     assert "[workflow run](https://github.example/octo/models/actions/runs/4242)" in text
+    # diff-published (on by default): nothing was at the layout before the first run's push;
+    # the second run finds exactly that build there.
+    against = "**Against the published `oci:out/published/good:latest`:** "
+    assert against + "first publication" in text
+    assert against + "the same model as published" in jobs[1].summary_path.read_text()
 
 
 def test_check_run_has_every_annotation(jobs: list[Job]) -> None:

@@ -354,3 +354,70 @@ def test_update_expectations_rewrites_exact_values_and_keeps_the_rest(
     )
     again = tiny.runpytest()
     again.assert_outcomes(passed=4, failed=1)  # all but the range
+
+
+def _no_template_gguf(path: Path) -> Path:
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.ones((8, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+SMOKE_CHECKS = """\
+smoke:
+  checks:
+    - name: hello
+      kind: chat
+      prompt: Say hello.
+    - name: plain
+      kind: completion
+      prompt: Once upon a time
+"""
+
+
+def test_a_chat_check_without_a_chat_template_is_warned_at_collection(
+    pytester: pytest.Pytester,
+) -> None:
+    """The source GGUF's header is read at collection: the warning names the chat check's
+    line (7), not the completion check's; -W error makes it a one-line collection error."""
+    _no_template_gguf(pytester.path / "bare.gguf")
+    head = "schemaVersion: 1\nname: bare\nsource:\n  gguf: bare.gguf\n"
+    pytester.makefile(".yaml", model=head + SMOKE_CHECKS)
+    result = pytester.runpytest("--collect-only", "-q")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        ["*model.yaml:7: HarnessWarning: model.yaml:7:7: a chat check against a model with no"
+         " chat template*fallback template*"]
+    )  # fmt: skip
+    assert "model.yaml:10" not in result.stdout.str()
+    strict = pytester.runpytest("--collect-only", "-q", "-W", "error")
+    assert strict.ret == pytest.ExitCode.INTERRUPTED
+    strict.stdout.fnmatch_lines(["*model.yaml:7:7: a chat check against a model with no chat*"])
+    assert "Traceback" not in strict.stdout.str()
+
+    # A model with a template: nothing to say, and -W error collects it.
+    write_gguf(pytester.path / "bare.gguf")
+    assert pytester.runpytest("--collect-only", "-q", "-W", "error").ret == pytest.ExitCode.OK
+
+
+def test_a_chat_check_without_a_chat_template_is_warned_once_built(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built from a Packerfile, the GGUF is known only at run time: the warning comes then, at
+    the check's line, and the report keeps it."""
+    monkeypatch.setenv("GGUF_HARNESS_CACHE", str(pytester.path / "cache"))
+    _no_template_gguf(pytester.path / "bare.gguf")
+    pytester.makefile(
+        "", GGUFPackerfile='FROM scratch\nCOPY bare.gguf /m/\nCMD ["-m", "/m/bare.gguf"]\n'
+    )
+    pytester.makefile(".yaml", model="schemaVersion: 1\nname: bare\n" + SMOKE_CHECKS)
+    assert "HarnessWarning" not in pytester.runpytest("--collect-only", "-q").stdout.str()
+    result = pytester.runpytest("-q", "-p", "no:cacheprovider", "--harness-report", "r.json")
+    result.stdout.fnmatch_lines(["*model.yaml:5: HarnessWarning: model.yaml:5:7: a chat check*"])
+    assert result.stdout.str().count("HarnessWarning") == 1
+    items = json.loads((pytester.path / "r.json").read_text())["models"][0]["items"]
+    assert [bool(i["warnings"]) for i in items] == [True, False]

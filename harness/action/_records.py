@@ -23,7 +23,7 @@ from typing import Any
 
 from harness.errors import UsageError
 
-__all__ = ["Item", "Model", "Run", "load_report", "parse_report"]
+__all__ = ["Change", "Diff", "Item", "Model", "Run", "load_report", "parse_report"]
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -60,6 +60,27 @@ class Item:
 
 
 @dataclass(frozen=True)
+class Change:
+    """One difference from the published model to this build (``gguf-harness diff``'s)."""
+
+    what: str  # "size", "BPW", "RAM", "tensors Q4_K", "metadata general.name"
+    before: str | None  # None: absent in the published model
+    after: str | None
+    delta: str | None = None  # "-3.00 MiB (-3.1 %)"
+
+
+@dataclass(frozen=True)
+class Diff:
+    """This build against the tag its model.yaml publishes to (``--diff-published``)."""
+
+    reference: str
+    state: str  # changed | same | first publication | unavailable
+    headline: str  # "size -3.00 MiB (-3.1 %), RAM +120.00 MiB (+4.0 %)"
+    note: str = ""
+    changes: tuple[Change, ...] = ()
+
+
+@dataclass(frozen=True)
 class Model:
     path: str
     name: str
@@ -68,6 +89,7 @@ class Model:
     digests: Mapping[str, str] = field(default_factory=dict)  # reference (or "image") -> digest
     published: bool | None = None  # None: publishing was not asked for
     publish_note: str = ""  # why nothing was published
+    diff: Diff | None = None
 
     def count(self, outcome: str) -> int:
         return sum(1 for item in self.items if item.outcome == outcome)
@@ -125,7 +147,30 @@ def _model(raw: Mapping[str, Any]) -> Model:
     if isinstance(publish, Mapping):
         published = bool(publish.get("published"))
         note = str(publish.get("reason") or "")
-    return Model(path, name, passed, items, _digests(raw), published, note)
+    return Model(path, name, passed, items, _digests(raw), published, note, _diff(raw))
+
+
+def _diff(raw: Mapping[str, Any]) -> Diff | None:
+    data = raw.get("diff")
+    if not isinstance(data, Mapping) or not data.get("reference"):
+        return None
+    changes = tuple(
+        Change(
+            str(c.get("what") or ""),
+            _text(c.get("before")),
+            _text(c.get("after")),
+            _text(c.get("delta")),
+        )
+        for c in data.get("changes") or []
+        if isinstance(c, Mapping)
+    )
+    state = str(data.get("state") or "")
+    note = str(data.get("note") or "")
+    return Diff(str(data["reference"]), state, str(data.get("headline") or note), note, changes)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _item(raw: Mapping[str, Any]) -> Item:

@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.action._chart import mermaid_chart, usage_table
 from harness.action._memory import memory_bars
-from harness.action._records import Item, Model, Run, parse_report
+from harness.action._records import Diff, Item, Model, Run, parse_report
 from harness.units import format_size
 
 __all__ = ["COMMENT_LIMIT", "SUMMARY_LIMIT", "summary_markdown"]
@@ -25,6 +25,7 @@ COMMENT_LIMIT = 65_536 - 1024  # issue comments, check run summaries
 _CELL = 160  # characters of a value in a table cell
 _ANSWER = 400  # characters of a smoke answer
 _COMPACT_FAILURES = 20
+_DIFF_ROWS = 12  # shown before the rest of the changes is folded away (compact: 5, no fold)
 _ICON = {"passed": "✅", "failed": "❌", "error": "💥", "skipped": "⏭️"}
 
 
@@ -103,6 +104,8 @@ def _model(model: Model, *, compact: bool) -> str:
         "",
         f"`{model.path}` · {_counts(model)}",
     ]
+    if model.diff is not None:
+        lines += _diff(model.diff, compact=compact)
     if bad:
         shown = bad[:_COMPACT_FAILURES] if compact else bad
         lines += ["", "| | check | expected | actual | where |", "|---|---|---|---|---|"]
@@ -134,6 +137,41 @@ def _model(model: Model, *, compact: bool) -> str:
         lines += [_item_row(item) for item in passed]
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def _diff(diff: Diff, *, compact: bool) -> list[str]:
+    """This build against the published tag: a headline a reviewer reads before merging, and
+    a table of what changed (facts first, then tensor types, metadata, labels)."""
+    lines = [
+        "",
+        f"**Against the published `{_code_text(diff.reference)}`:** {_cell(diff.headline)}",
+    ]
+    if not diff.changes:
+        return lines
+    row = "| {} | {} | {} | {} |"
+    table = ["", row.format("what", "published", "this build", "change"), "|---|---|---|---|"]
+    rows = [
+        row.format(
+            _cell(c.what),
+            _code(c.before or "") or "—",
+            _code(c.after or "") or "—",
+            _cell(c.delta or ""),
+        )
+        for c in diff.changes
+    ]
+    shown = 5 if compact else _DIFF_ROWS
+    lines += table + rows[:shown]
+    rest = rows[shown:]
+    if rest and compact:
+        lines.append(f"\n…and {len(rest)} more changes (see the JSON report).")
+    elif rest:
+        lines += ["", f"<details><summary>{len(rest)} more changes</summary>", *table, *rest]
+        lines += ["", "</details>"]
+    return lines
+
+
+def _code_text(text: str) -> str:
+    return _clip(text, _CELL).replace("`", "'")
 
 
 def _counts(model: Model) -> str:

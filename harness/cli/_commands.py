@@ -31,7 +31,7 @@ from harness.pipeline import (
     model_build_options,
     resolve_artifact,
 )
-from harness.smoke import SmokeCheck, dry_run, server_command, smoke, start
+from harness.smoke import SmokeCheck, dry_run, front, ports, server_command, smoke, start
 from harness.store import Store
 from harness.toolchain import build_programs, link_python_library, toolchain_report
 from harness.units import format_size, parse_size
@@ -294,15 +294,21 @@ def remove_command(args: argparse.Namespace) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     command = server_command(args.image, args.server_args)
+    # llama-server has no --system-prompt-file: a proxy on the port asked for adds the prompt.
+    inner, note = ports(command, args.port)
     if args.dry_run:
-        print(dry_run(command, args.by, port=args.port).command_line)
+        print(dry_run(command, args.by, port=inner).command_line)
+        if note:
+            print(note, file=sys.stderr)
         return 0
     # A signal while the server loads stops it too (start() cleans up on any exception); once it
     # serves, Server.serve passes each signal on to it and waits.
     previous = {signum: signal.signal(signum, _interrupted) for signum in _STOP_SIGNALS}
     try:
-        with start(command, args.by, port=args.port) as server:
-            print(f"serving {args.image} at {server.url} (Ctrl-C stops it)", file=sys.stderr)
+        with start(command, args.by, port=inner) as server, front(server, args.port) as url:
+            if note:
+                print(note, file=sys.stderr)
+            print(f"serving {args.image} at {url} (Ctrl-C stops it)", file=sys.stderr)
             return server.serve()
     except _Interrupted as stop:
         return 128 + stop.signum

@@ -18,14 +18,23 @@ from ._artifact import (
 )
 from ._checks import (
     check_memory,
+    early_template_warnings,
     estimated_ram,
     lint_model,
     run_record,
     run_smoke,
     template_warning,
+    warn_at,
 )
 from ._diff import Change, ModelDiff, diff_models
-from ._publish import DEFAULT_PUBLISH_TARGET, publish_all, publish_gated, publish_model
+from ._publish import (
+    DEFAULT_PUBLISH_TARGET,
+    publish_all,
+    publish_gated,
+    publish_model,
+    publish_target,
+)
+from ._published import PublishedDiff, diff_all_published, diff_published
 from ._quality import (
     QualityRun,
     QualityVerdict,
@@ -44,12 +53,16 @@ __all__ = [
     "Change",
     "ModelDiff",
     "Pipeline",
+    "PublishedDiff",
     "QualityRun",
     "QualityVerdict",
     "artifact_of_layout",
     "artifact_of_stored",
     "check_memory",
+    "diff_all_published",
     "diff_models",
+    "diff_published",
+    "early_template_warnings",
     "estimated_ram",
     "init_model",
     "judge_quality",
@@ -60,9 +73,11 @@ __all__ = [
     "publish_all",
     "publish_gated",
     "publish_model",
+    "publish_target",
     "reference_model",
     "resolve_artifact",
     "run_record",
     "run_smoke",
     "template_warning",
+    "warn_at",
 ]

@@ -4,12 +4,14 @@ budgets, the smoke run and what it cost."""
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict
 from typing import Any
 
-from harness.errors import PackerfileError
+from harness.errors import HarnessError, HarnessWarning, Location, PackerfileError
 from harness.estimate import BudgetResult, RunSettings, estimate, evaluate_budget
-from harness.expect import MemorySection, ModelSpec, Variant
+from harness.expect import MemorySection, ModelSpec, Subject, Variant
+from harness.gguf import read_facts
 from harness.packerfile import lint
 from harness.smoke import ServerCommand, SmokeRun, from_stored, smoke
 from harness.toolchain import parse_server_args
@@ -72,6 +74,33 @@ def template_warning(spec: ModelSpec, artifact: Artifact, index: int) -> str | N
         "a chat check against a model with no chat template (tokenizer.chat_template) and no"
         " --chat-template: llama-server answers through its fallback template, not the model's"
     )
+
+
+def early_template_warnings(spec: ModelSpec) -> list[tuple[Location, str]]:
+    """``template_warning`` of each smoke check, at the check's line, where it is known before
+    anything is built or pulled: the model's source is a GGUF file, whose header says whether
+    it has a template (pytest warns at collection). Else []: known once the artifact is."""
+    path = spec.source_path() if spec.source and spec.source.kind == "gguf" else None
+    chat = spec.smoke is not None and any(c.kind == "chat" for c in spec.smoke.checks)
+    if not chat or spec.smoke is None or path is None or not path.is_file():
+        return []
+    try:
+        artifact = Artifact(Subject(read_facts(path), None), None, {})
+    except HarnessError:
+        return []  # the run says what is wrong with the file, at its own checks
+    found = []
+    for index, check in enumerate(spec.smoke.checks):
+        caution = template_warning(spec, artifact, index)
+        if caution and check.location is not None:
+            found.append((check.location, caution))
+    return found
+
+
+def warn_at(where: Location, message: str) -> None:
+    """A HarnessWarning shown at ``where``: pytest's warnings summary names that file and line
+    (and quotes it); ``-W error`` makes it an error there."""
+    text = HarnessWarning(f"{where}: {message}")
+    warnings.warn_explicit(text, HarnessWarning, where.path or "<input>", where.line or 1)
 
 
 def run_record(spec: ModelSpec, artifact: Artifact, run: SmokeRun) -> dict[str, Any] | None:

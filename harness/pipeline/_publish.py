@@ -33,18 +33,25 @@ def publish_model(
     if artifact.image is None:
         what = "a registry image" if artifact.stored is not None else "a bare GGUF"
         return PublishResult(False, f"not published: its source is {what}, not a build")
+    target = publish_target(spec, artifact)
+    evidence = Evidence.from_report(report, str(spec.path), raw_report)
+    evidence = replace(evidence, llama_cpp=llama_cpp_build().label)
+    return publish(artifact.image, target, evidence, tag=artifact.tag)
+
+
+def publish_target(spec: ModelSpec, artifact: Artifact) -> PublishSpec:
+    """Where ``artifact`` (a build of ``spec``) is published: model.yaml's ``publish:`` with its
+    variant's tags, else ``$GGUF_HARNESS_REGISTRY/NAME``, else an OCI layout under
+    DEFAULT_PUBLISH_TARGET."""
     name = Path(artifact.image).name if artifact.image else spec.name
     # A registry the Action (or the user) names for models whose model.yaml names none.
     registry = os.environ.get("GGUF_HARNESS_REGISTRY", "").rstrip("/")
     default = f"{registry}/{spec.name}" if registry else f"{DEFAULT_PUBLISH_TARGET}/{name}"
-    target = PublishSpec.from_section(
+    return PublishSpec.from_section(
         spec.publish,
         spec.build.args_for(_variant_named(spec, artifact.tag)),
         default_target=default,
     )
-    evidence = Evidence.from_report(report, str(spec.path), raw_report)
-    evidence = replace(evidence, llama_cpp=llama_cpp_build().label)
-    return publish(artifact.image, target, evidence, tag=artifact.tag)
 
 
 def publish_gated(

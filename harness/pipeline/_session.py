@@ -52,6 +52,11 @@ class Pipeline:
             raise outcome
         return outcome
 
+    def produced(self, spec: ModelSpec) -> Artifact | None:
+        """The model's artifact if this session produced one; never starts producing it."""
+        outcome = self._artifacts.get(Path(spec.path).resolve())
+        return outcome if isinstance(outcome, Artifact) else None
+
     def smoke(self, spec: ModelSpec) -> SmokeRun:
         """The model's smoke run: one server, all of its checks, done once."""
         key = Path(spec.path).resolve()

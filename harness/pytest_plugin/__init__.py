@@ -7,16 +7,22 @@ core; this module maps them onto pytest's collection, locations and reports.
 from __future__ import annotations
 
 import fnmatch
-import os
 from collections.abc import Generator, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.errors import HarnessError, Location, SpecError, UsageError
+from harness._fs import display_path
+from harness.errors import HarnessError, HarnessWarning, Location, SpecError, UsageError
 from harness.expect import NO_CHECKS, ModelSpec, load_spec, update_from_report
-from harness.pipeline import Pipeline, publish_all
+from harness.pipeline import (
+    Pipeline,
+    diff_all_published,
+    early_template_warnings,
+    publish_all,
+    warn_at,
+)
 from harness.report import ItemRecord, Report, publish_lines
 
 from ._items import (
@@ -26,6 +32,7 @@ from ._items import (
     QualityItem,
     SmokeItem,
     check_tree,
+    mark,
     outcome_key,
     pipeline_key,
     report_key,
@@ -53,6 +60,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="after the run, publish each model whose every check passed (model.yaml publish:, "
         "default oci:out/published)",
+    )
+    group.addoption(
+        "--diff-published",
+        action="store_true",
+        help="before publishing, diff each build against the tag it publishes to (read only)",
     )
     group.addoption(
         "--update-expectations",
@@ -93,34 +105,26 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ModelFile 
     return None
 
 
-def _display_path(path: Path) -> str:
-    """Paths relative to the working directory when below it: what editors and GitHub resolve."""
-    try:
-        return os.path.relpath(path)
-    except ValueError:  # another drive on Windows
-        return str(path)
-
-
 class ModelFile(pytest.File):
     """A model.yaml: one collector per model, its checks grouped as `section::name` nodes."""
 
     def collect(self) -> Iterable[pytest.Item | pytest.Collector]:
-        spec = load_spec(_display_path(self.path))
+        spec = load_spec(display_path(self.path))
         self.config.stash[_specs_key][str(spec.path)] = spec
-        for mark in spec.marks:
-            self.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
-            self.add_marker(mark)
+        mark(self, spec.marks)
+        for where, caution in early_template_warnings(spec):
+            warn_at(where, caution)  # -W error: a collection error at that line
         items = [
             *check_tree(self, spec, list(spec.checks), depth=0),
             *section_groups(self, spec),
         ]
         if not items:
             # Nothing to check is no pass: say what is missing instead of pytest's silent exit 5.
-            raise SpecError(NO_CHECKS, Location(_display_path(self.path), 1))
+            raise SpecError(NO_CHECKS, Location(display_path(self.path), 1))
         yield from items
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
-        if isinstance(excinfo.value, HarnessError):
+        if isinstance(excinfo.value, HarnessError | HarnessWarning):
             return str(excinfo.value)
         return super().repr_failure(excinfo)
 
@@ -186,6 +190,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     report = config.stash[report_key]
     publishing = config.getoption("--publish") and not config.getoption("collectonly")
     specs, collected = config.stash[_specs_key], config.stash[_collected_key]
+    if config.getoption("--diff-published") and not config.getoption("collectonly"):
+        diff_all_published(config.stash[pipeline_key], report, specs)
     if publishing and not publish_all(config.stash[pipeline_key], report, specs, collected):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if config.getoption("--update-expectations"):

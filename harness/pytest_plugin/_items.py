@@ -3,16 +3,23 @@ through the chain and pointing at its YAML line."""
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 
-from harness.errors import HarnessError, HarnessWarning, Location
+from harness.errors import HarnessError, Location
 from harness.expect import Check, ModelSpec, evaluate
-from harness.pipeline import Pipeline, check_memory, judge_quality, run_record, template_warning
+from harness.pipeline import (
+    Pipeline,
+    check_memory,
+    early_template_warnings,
+    judge_quality,
+    run_record,
+    template_warning,
+    warn_at,
+)
 from harness.report import Report
 
 __all__ = [
@@ -24,6 +31,7 @@ __all__ = [
     "SectionGroup",
     "SmokeItem",
     "check_tree",
+    "mark",
     "outcome_key",
     "pipeline_key",
     "report_key",
@@ -139,9 +147,7 @@ class CheckItem(ModelItem):
         super().__init__(where=check.location, label=".".join(_parts(check)), **kwargs)
         self.check = check
         self.item_name = check.name
-        for mark in check.marks:
-            self.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
-            self.add_marker(mark)
+        mark(self, check.marks)
 
     def measure(self) -> Outcome:
         result = evaluate(self.check, self.pipeline.subject(self.spec))
@@ -175,8 +181,8 @@ class SmokeItem(ModelItem):
         record = self.config.stash[report_key].model(str(self.spec.path), self.spec.name)
         record.run = record.run or run_record(self.spec, artifact, run)
         caution = template_warning(self.spec, artifact, self.index)
-        if caution:
-            warnings.warn(HarnessWarning(f"{self.where}: {caution}"), stacklevel=1)
+        if caution and (self.where, caution) not in early_template_warnings(self.spec):
+            warn_at(self.where, caution)  # else said at collection already
         result = run.results[self.index]
         assert self.spec.smoke is not None
         if result.failures:
@@ -240,10 +246,15 @@ class SectionGroup(pytest.Collector):
         item = kind.from_parent(
             self, name=name, spec=self.spec, where=where, label=f"{self.name}.{name}", index=index
         )
-        for mark in marks:
-            self.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
-            item.add_marker(mark)
+        mark(item, marks)
         return item
+
+
+def mark(node: pytest.Item | pytest.Collector, marks: Iterable[str]) -> None:
+    """Add model.yaml's pytest marks to a node, each declared so --strict-markers accepts it."""
+    for name in marks:
+        node.config.addinivalue_line("markers", f"{name}: declared in a model.yaml")
+        node.add_marker(name)
 
 
 def section_groups(parent: pytest.File, spec: ModelSpec) -> Iterator[pytest.Collector]:

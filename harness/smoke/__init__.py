@@ -33,6 +33,7 @@ from ._docker import (
 from ._flags import CHAT_TEMPLATE_NAMES, Translation, translate_for_llama_cpp_python
 from ._logs import server_error
 from ._process import free_port
+from ._proxy import front, ports, system_prompt_proxy, with_system_prompt
 from ._records import Answer, Failure, RunMeasurements, SmokeResult, Timings
 from ._run import SmokeRun, dry_run, smoke, start
 from ._runners import (
@@ -86,11 +87,15 @@ __all__ = [
     "dry_run",
     "free_port",
     "from_stored",
+    "front",
+    "ports",
     "run_check",
     "runner_for",
     "server_command",
     "server_error",
     "smoke",
     "start",
+    "system_prompt_proxy",
     "translate_for_llama_cpp_python",
+    "with_system_prompt",
 ]

@@ -9,7 +9,8 @@ to ``root`` (a process) or to a read-only mount of ``root`` (a container).
 ``--system-prompt-file`` is not passed on: llama-server at the pinned llama.cpp no longer has it
 (upstream removed it), yet the seed's Packerfiles put it in CMD. The file is read instead and its
 text becomes the system message of every chat request that has none of its own (as Ollama treats
-a Modelfile's SYSTEM); completion requests are sent as they are.
+a Modelfile's SYSTEM); completion requests are sent as they are. ``gguf-harness run`` does the
+same for any client through a proxy (``_proxy``).
 """
 
 from __future__ import annotations
