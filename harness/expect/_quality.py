@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.errors import Location, SpecError
-from harness.quality import DEFAULT_CORPUS, METRICS, QualitySettings
+from harness.errors import Location
+from harness.quality import DEFAULT_CORPUS, QualitySettings
 
 from ._expectations import NumberExpectation
 from ._yaml import DataPath, Located
@@ -68,27 +68,13 @@ def quality_section(doc: Located, raw: Mapping[str, Any]) -> QualitySection:
     base = Path(doc.path).parent if doc.path else Path()
     corpus = base / raw["corpus"] if "corpus" in raw else DEFAULT_CORPUS
     corpus_location = doc.key_location(("quality", "corpus" if "corpus" in raw else "reference"))
-    thresholds = _thresholds(doc, ("quality", "thresholds"), raw["thresholds"], kind)
+    thresholds = _thresholds(doc, ("quality", "thresholds"), raw["thresholds"])
     variants: dict[str, Mapping[str, Threshold]] = {}
     failures: dict[str, str] = {}
-    names = _variant_names(doc)
+    # names, metrics and kinds were checked with the rest of the file (_semantic)
     for name, entry in (raw.get("variants") or {}).items():
-        path: DataPath = ("quality", "variants", name)
-        if name not in names:
-            known = ", ".join(sorted(names)) or "none"
-            raise SpecError(
-                f"quality.variants.{name}: no build variant of that name (build.variants: {known})",
-                doc.key_location(path),
-            )
-        own = _thresholds(doc, (*path, "thresholds"), entry.get("thresholds") or {}, kind)
-        for metric, threshold in own.items():
-            if metric not in thresholds:
-                raise SpecError(
-                    f"quality.variants.{name}.thresholds.{metric}: not in quality.thresholds;"
-                    " declare it there (every variant is tested on the same metrics)",
-                    threshold.location,
-                )
-        variants[name] = own
+        path: DataPath = ("quality", "variants", name, "thresholds")
+        variants[name] = _thresholds(doc, path, entry.get("thresholds") or {})
         if "expect_failure" in entry:
             failures[name] = str(entry["expect_failure"])
     sentences = tuple(str(s) for s in raw.get("sentences") or ())
@@ -107,24 +93,12 @@ def quality_section(doc: Located, raw: Mapping[str, Any]) -> QualitySection:
     )
 
 
-def _thresholds(
-    doc: Located, path: DataPath, raw: Mapping[str, Any], kind: str
-) -> dict[str, Threshold]:
-    found = {}
-    for metric, bound in raw.items():
-        where = doc.key_location((*path, metric))
-        own = METRICS[metric].kind
-        if own != kind:
-            article = "an" if own == "embedding" else "a"
-            dotted = ".".join(str(p) for p in (*path, metric))
-            raise SpecError(f"{dotted}: {article} {own} metric, but quality.kind is {kind}", where)
-        found[metric] = Threshold(
-            metric, NumberExpectation(min=bound.get("min"), max=bound.get("max")), where
+def _thresholds(doc: Located, path: DataPath, raw: Mapping[str, Any]) -> dict[str, Threshold]:
+    return {
+        metric: Threshold(
+            metric,
+            NumberExpectation(min=bound.get("min"), max=bound.get("max")),
+            doc.key_location((*path, metric)),
         )
-    return found
-
-
-def _variant_names(doc: Located) -> set[str]:
-    build = doc.data.get("build") if isinstance(doc.data, dict) else None
-    variants = build.get("variants") if isinstance(build, dict) else None
-    return {str(v.get("name")) for v in variants or () if isinstance(v, dict)}
+        for metric, bound in raw.items()
+    }

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from harness.errors import Location, SpecError
+from harness.quality import METRICS
 from harness.toolchain import ServerArgsError, parse_server_args
 from harness.units import UnitError, parse_percent, parse_size
 
@@ -72,6 +73,7 @@ class _Semantic:
         self._memory(_dict(root.get("memory")))
         self._smoke(_dict(root.get("smoke")))
         self._publish(_dict(root.get("publish")), _dict(root.get("build")))
+        self._quality(_dict(root.get("quality")), _dict(root.get("build")))
         return self._problems
 
     def _clean(self, path: DataPath) -> bool:
@@ -309,6 +311,41 @@ class _Semantic:
                     " like 127.0.0.1:5000/smollm2 (lowercase repository)",
                     self._value(where),
                 )
+
+    def _quality(self, quality: dict[str, Any], build: dict[str, Any]) -> None:
+        if not quality or not self._clean(("quality",)):
+            return
+        kind = quality.get("kind", "perplexity")
+        declared = _dict(quality.get("thresholds"))
+        names = [str(_dict(v).get("name")) for v in _list(build.get("variants"))]
+        tables: list[tuple[DataPath, dict[str, Any]]] = [(("quality", "thresholds"), declared)]
+        for name, entry in _dict(quality.get("variants")).items():
+            if name not in names:
+                self._problem(
+                    f"quality.variants.{name}: no build variant of that name"
+                    f" (build.variants: {', '.join(names) or 'none'})",
+                    self._key(("quality", "variants", name)),
+                )
+            own = _dict(_dict(entry).get("thresholds"))
+            path: DataPath = ("quality", "variants", name, "thresholds")
+            tables.append((path, own))
+            for metric in own:
+                if metric not in declared:
+                    self._problem(
+                        f"{_label((*path, metric))}: not in quality.thresholds; declare it there"
+                        " (every variant is tested on the same metrics)",
+                        self._key((*path, metric)),
+                    )
+        for path, table in tables:
+            for metric in table:
+                own_kind = METRICS[metric].kind if metric in METRICS else kind
+                if own_kind != kind:
+                    article = "an" if own_kind == "embedding" else "a"
+                    self._problem(
+                        f"{_label((*path, metric))}: {article} {own_kind} metric, but"
+                        f" quality.kind is {kind}",
+                        self._key((*path, metric)),
+                    )
 
 
 def _plain(written: str) -> str:
