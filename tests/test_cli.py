@@ -263,8 +263,14 @@ def _healthy(port: int) -> bool:
 def test_matrix_lists_every_model(pytestconfig: pytest.Config) -> None:
     done = run("matrix", str(pytestconfig.rootpath / "models"))
     assert done.returncode == 0, done.stderr
-    names = sorted(cell["name"] for cell in json.loads(done.stdout)["include"])
-    assert names == ["all-minilm-l6-v2", "smollm2-135m-instruct"]
+    cells = json.loads(done.stdout)["include"]
+    assert sorted({cell["name"] for cell in cells}) == [
+        "all-minilm-l6-v2",
+        "smollm2-135m-instruct",
+        "smollm2-ladder",
+    ]
+    ladder = [cell["variant"] for cell in cells if cell["name"] == "smollm2-ladder"]
+    assert ladder == ["q8_0", "q4_k_m", "q2_k"]  # one cell per build variant
 
 
 @pytest.mark.parametrize("model", ["/", "/app/.."])
