@@ -278,7 +278,8 @@ class _Builder:
             with open(tmp, "wb") as out:
                 level = _LEVELS[self.options.compression]
                 stats = write_layer(entries, out, self.options.compression, level, mtime)
-            digest = self.store.adopt(tmp)
+            # The digest as written: the layer is never read back (one pass over the bytes).
+            digest = self.store.adopt(tmp, stats.digest)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         media_type = COMPRESSIONS[self.options.compression]
