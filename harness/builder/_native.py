@@ -57,13 +57,17 @@ from harness.packerfile import (
 )
 from harness.toolchain import llama_cpp_build
 
-__all__ = ["LLAMA_CPP_LABEL", "BuildOptions", "BuildResult", "build"]
+__all__ = ["DEFAULT_COMPRESSION", "LLAMA_CPP_LABEL", "BuildOptions", "BuildResult", "build"]
 
 # Our own label: which llama.cpp converted or quantized the model (no other tool records it).
 LLAMA_CPP_LABEL = LABEL_PREFIX + "llama-cpp"
 # Quantized weights barely compress (benchmarks/layer_compression.py: 0.94 at any gzip level),
 # so gzip's fastest level costs nothing in size; zstd-3 is as small and 6x faster to write.
 _LEVELS: dict[str, int | None] = {"gzip": 1, "zstd": 3, "none": None}
+# Uncompressed tar by default: gzip buys ~6 % of a quantized model for ~15x the build time at
+# 3.8 GB, and every Docker, containerd and registry reads a plain tar (docs/image-format.md,
+# benchmarks/scale.py).
+DEFAULT_COMPRESSION = "none"
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ class BuildOptions:
     tag: str = "latest"
     labels: Mapping[str, str] = field(default_factory=dict)
     no_cache: bool = False
-    compression: str = "gzip"
+    compression: str = DEFAULT_COMPRESSION
 
 
 @dataclass(frozen=True)
