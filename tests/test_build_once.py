@@ -123,7 +123,7 @@ def _du(*paths: Path) -> int:
 
 
 @pytest.mark.parametrize("compression", ["none", "gzip"])
-def test_a_model_is_read_once_for_its_digest_and_once_for_its_layer(
+def test_a_model_is_read_once(
     context: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -133,10 +133,9 @@ def test_a_model_is_read_once_for_its_digest_and_once_for_its_layer(
     model = context / "model.gguf"
     out = _build(context, tmp_path, monkeypatch, compression=compression)
     size = model.stat().st_size
-    # One pass hashes the input (the step cache's key, before any layer exists); one pass
-    # streams it into the layer, hashing the tar and the blob as they go. The layer written is
-    # never read back (it once was, to hash it again: three passes over the model).
-    assert reads[model.stat().st_ino] <= 2 * size + (1 << 20), reads
+    # One pass streams the input into its layer, hashing the file, the tar and the blob as
+    # they go (it once was three: hash the input, write the layer, hash the layer again).
+    assert reads[model.stat().st_ino] <= size + (1 << 20), reads
     assert reads[_layer_blob(out).stat().st_ino] == 0, reads
     # A rebuild knows the input by its stamp and the layer by its record: nothing is read.
     reads.clear()
@@ -186,3 +185,40 @@ def test_an_input_the_store_cannot_link_is_not_copied(
     # ...for as long as the file is unchanged: a new mtime, and the store no longer vouches.
     os.utime(model, ns=(1, 1))
     assert not ContentStore(tmp_path / "cache" / "build").has(digest)
+
+
+def test_a_stage_outside_the_image_writes_no_layer(
+    context: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the image's stages write layers as they hash: a stage that an image only copies
+    from has its files hashed, not tarred (a 4 GB F16 stage would cost 4 GB more)."""
+    work = tmp_path / "context"
+    work.mkdir()
+    os.link(context / "model.gguf", work / "model.gguf")
+    (work / "GGUFPackerfile").write_text(
+        "FROM scratch AS weights\nCOPY model.gguf /\n"
+        "FROM scratch\nCOPY --from=weights /model.gguf /models/\n"
+        'CMD ["-m", "/models/model.gguf"]\n'
+    )
+    _build(work, tmp_path, monkeypatch)
+    assert len(list((tmp_path / "cache" / "build" / "layers").iterdir())) == 1
+
+
+def test_a_file_changed_while_it_is_read_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from harness.builder import BuildError
+
+    work = tmp_path / "context"
+    work.mkdir()
+    (work / "GGUFPackerfile").write_text(PACKERFILE)
+    _write_model(work / "model.gguf", 1 << 20)
+    real = store_module.stamp_of
+
+    def moved(path: Path) -> list[object]:  # as the store sees it after the read: a new mtime
+        stamp = real(path)
+        return [*stamp[:3], 1] if path.name == "model.gguf" else stamp
+
+    monkeypatch.setattr(store_module, "stamp_of", moved)  # the source named it before
+    with pytest.raises(BuildError, match="changed while the build read it"):
+        _build(work, tmp_path, monkeypatch)

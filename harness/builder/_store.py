@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import IO
 
 from harness._fs import atomic_write, cache_root, owned_name, sweep_stale
+from harness.errors import BuildError, Location
 
-__all__ = ["ContentStore", "cache_root"]
+__all__ = ["ContentStore", "cache_root", "stamp_of"]
 
 _SCRATCH = "scratch-"
 
@@ -48,7 +49,7 @@ class ContentStore:
         if blob.is_file():
             return blob
         for name in self._outside.get(digest, ()):
-            if _stamp(Path(name)) == self._stats[name][:4]:
+            if stamp_of(Path(name)) == self._stats[name][:4]:
                 return Path(name)
         return blob
 
@@ -58,27 +59,48 @@ class ContentStore:
     def _blob(self, digest: str) -> Path:
         return self._blobs / digest.removeprefix("sha256:")
 
+    def known_digest(self, path: Path) -> str | None:
+        """The remembered sha256 of an outside file, while its identity and mtime are the same."""
+        known = self._stats.get(str(path.resolve()))
+        if known is not None and known[:4] == stamp_of(path):
+            return str(known[4])
+        return None
+
     def digest_of(self, path: Path) -> str:
         """sha256 of a file, remembered while the file's identity and mtime stay the same."""
-        key = str(path.resolve())
-        stamp = _stamp(path)
-        known = self._stats.get(key)
-        if known is not None and known[:4] == stamp:
-            return str(known[4])
+        known = self.known_digest(path)
+        if known is not None:
+            return known
+        stamp = stamp_of(path)
         digest = _sha256_file(path)
+        self._remember(path, stamp, digest)
+        return digest
+
+    def _remember(self, path: Path, stamp: list[object], digest: str) -> None:
+        key = str(path.resolve())
         self._stats[key] = [*stamp, digest]
         self._outside.setdefault(digest, []).append(key)
         self._stats_dirty = True
-        return digest
 
     def put_file(self, path: Path) -> str:
-        """Keep ``path`` in the store (a hard link when possible) and return its digest.
-
-        A file the store cannot link (another filesystem) is not copied: the store refers to it
-        where it is, for as long as its identity and mtime stay the same (``path(digest)``
-        finds it), so a model's bytes are on the disk once, in the layer that carries them.
-        """
+        """Keep ``path`` in the store (a hard link when possible) and return its digest."""
         digest = self.digest_of(path)
+        self._keep(path, digest)
+        return digest
+
+    def put_hashed(self, path: Path, stamp: list[object], digest: str) -> None:
+        """Keep ``path``, hashed by the caller to ``digest`` while its stamp was ``stamp``
+        (as the stamp says before and after the read): a file changed meanwhile is refused."""
+        if stamp_of(path) != stamp:
+            raise BuildError("changed while the build read it", Location(path=str(path)))
+        self._remember(path, stamp, digest)
+        self._keep(path, digest)
+
+    def _keep(self, path: Path, digest: str) -> None:
+        """A hard link into the store; a file the store cannot link (another filesystem) is not
+        copied: the store refers to it where it is, for as long as its identity and mtime stay
+        the same (``path(digest)`` finds it), so a model's bytes are on the disk once, in the
+        layer that carries them."""
         if not self._blob(digest).exists():
             fd, tmp = tempfile.mkstemp(dir=self._blobs, prefix=".in-")
             os.close(fd)
@@ -90,7 +112,6 @@ class ContentStore:
                 pass  # referred to in place, through the remembered digests
             finally:
                 Path(tmp).unlink(missing_ok=True)
-        return digest
 
     def put_bytes(self, data: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -150,7 +171,7 @@ class ContentStore:
         return data if isinstance(data, dict) else {}
 
 
-def _stamp(path: Path) -> list[object]:
+def stamp_of(path: Path) -> list[object]:
     """What identifies a file's content short of reading it: device, inode, size, mtime."""
     try:
         st = path.stat()
