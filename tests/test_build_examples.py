@@ -35,7 +35,14 @@ import pytest
 
 import harness.builder._native as native
 import harness.builder._steps as steps
-from harness.builder import LLAMA_CPP_LABEL, BuildError, BuildOptions, BuildResult, build
+from harness.builder import (
+    DEFAULT_COMPRESSION,
+    LLAMA_CPP_LABEL,
+    BuildError,
+    BuildOptions,
+    BuildResult,
+    build,
+)
 from harness.gguf import read_header
 from harness.oci import (
     COMPRESSIONS,
@@ -361,7 +368,7 @@ def _check_image(
     assert [(h["created_by"], h.get("empty_layer", False)) for h in lines] == history
     base_layers = sum(not h.get("empty_layer", False) for h in lines[:base_history])
     own = image.layers[base_layers:]
-    assert own and all(d.media_type == COMPRESSIONS["gzip"] for d in own)
+    assert own and all(d.media_type == COMPRESSIONS[DEFAULT_COMPRESSION] for d in own)
     assert sum(not h.get("empty_layer", False) for h in lines) == len(image.layers)
     for line in lines[base_history:]:
         assert line["comment"] == HISTORY_COMMENT
@@ -1546,7 +1553,8 @@ def test_skopeo_reads_and_copies_a_built_image(tmp_path: Path, single_stage: Bui
     assert raw == single_stage.image.manifest
     config = json.loads(skopeo("inspect", "--config", "--raw", source))
     assert config == single_stage.image.config
-    skopeo("copy", "--quiet", source, f"oci:{tmp_path / 'copy'}:q4")
+    # --preserve-digests: into an oci: directory skopeo would gzip our uncompressed layers.
+    skopeo("copy", "--quiet", "--preserve-digests", source, f"oci:{tmp_path / 'copy'}:q4")
     copied = read_layout(tmp_path / "copy", "q4")
     assert copied.descriptor.digest == single_stage.result.manifest.digest
     assert copied.config == single_stage.image.config

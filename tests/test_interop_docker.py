@@ -287,13 +287,16 @@ def test_model_image_through_tls_registry_with_auth(
     registry = registry_factory(auth=True, tls=True)
     assert registry.url.startswith("https://127.0.0.1:")
     ref = f"docker://{registry.host}/gguf-harness-test/smollm2:q4_1"
-    _skopeo("copy", *registry.skopeo_args("dest"), f"oci:{model_image.layout}:q4_1", ref)
+    # --preserve-digests: skopeo would otherwise gzip our uncompressed layers on their way in.
+    push = ("copy", "--preserve-digests", *registry.skopeo_args("dest"))
+    _skopeo(*push, f"oci:{model_image.layout}:q4_1", ref)
     status, headers, _body = registry.request(
         "/v2/gguf-harness-test/smollm2/manifests/q4_1", auth=False
     )
     assert status == 401
     assert headers["Www-Authenticate"].startswith("Basic ")
-    _skopeo("copy", *registry.skopeo_args("src"), ref, f"oci:{tmp_path / 'back'}:q4_1")
+    pull = ("copy", "--preserve-digests", *registry.skopeo_args("src"))
+    _skopeo(*pull, ref, f"oci:{tmp_path / 'back'}:q4_1")
     back = json.loads((tmp_path / "back" / "index.json").read_text())
     ours = json.loads((model_image.layout / "index.json").read_text())
     assert back["manifests"][0]["digest"] == ours["manifests"][0]["digest"]

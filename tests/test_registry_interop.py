@@ -66,9 +66,10 @@ def test_what_we_push_skopeo_reads_and_copies(
     )
     assert info["Digest"] == result.descriptor.digest
     assert info["Labels"]["gguf.model.architecture"] == "llama"
-    # skopeo copy checks every digest on the way; the copy is the image we built.
+    # skopeo copy checks every digest on the way; the copy is the image we built (skopeo would
+    # gzip our uncompressed layers into an oci: directory without --preserve-digests).
     skopeo(
-        "copy", "--src-tls-verify=false",
+        "copy", "--preserve-digests", "--src-tls-verify=false",
         f"docker://{registry.host}/interop/ours:v1", f"oci:{tmp_path / 'copy'}:v1",
     )  # fmt: skip
     copied, built = read_layout(tmp_path / "copy", "v1"), read_layout(layout, "v1")

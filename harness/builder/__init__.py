@@ -7,11 +7,18 @@ rebuild free, and images that are what GGUF Packer's BuildKit frontend produces.
 """
 
 from harness.builder._buildx import DEFAULT_FRONTEND, build_with, build_with_buildx
-from harness.builder._native import LLAMA_CPP_LABEL, BuildOptions, BuildResult, build
+from harness.builder._native import (
+    DEFAULT_COMPRESSION,
+    LLAMA_CPP_LABEL,
+    BuildOptions,
+    BuildResult,
+    build,
+)
 from harness.builder._store import cache_root
 from harness.errors import BuildError
 
 __all__ = [
+    "DEFAULT_COMPRESSION",
     "DEFAULT_FRONTEND",
     "LLAMA_CPP_LABEL",
     "BuildError",

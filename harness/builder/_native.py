@@ -7,9 +7,7 @@ instruction, and the seed's ``config`` (Size, Model, Drafter, Projector, Adapter
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,9 +15,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness._fs import ensure_room
-from harness.builder._cache import StepCache, step_key
+from harness.builder._cache import StepCache
 from harness.builder._images import BaseImages
+from harness.builder._layers import Layers
 from harness.builder._sources import DirectorySource, Source, TreeSource
 from harness.builder._state import BaseLayer, Change, StageState
 from harness.builder._steps import Steps
@@ -33,15 +31,12 @@ from harness.oci import (
     Descriptor,
     HistoryEntry,
     Layer,
-    LayerEntry,
     LayoutWriter,
     default_mtime,
     derived_labels,
     gguf_entry,
     image_config,
-    layer_bound,
     seed_config,
-    write_layer,
 )
 from harness.packerfile import (
     BuildPlan,
@@ -57,13 +52,14 @@ from harness.packerfile import (
 )
 from harness.toolchain import llama_cpp_build
 
-__all__ = ["LLAMA_CPP_LABEL", "BuildOptions", "BuildResult", "build"]
+__all__ = ["DEFAULT_COMPRESSION", "LLAMA_CPP_LABEL", "BuildOptions", "BuildResult", "build"]
 
 # Our own label: which llama.cpp converted or quantized the model (no other tool records it).
 LLAMA_CPP_LABEL = LABEL_PREFIX + "llama-cpp"
-# Quantized weights barely compress (benchmarks/layer_compression.py: 0.94 at any gzip level),
-# so gzip's fastest level costs nothing in size; zstd-3 is as small and 6x faster to write.
-_LEVELS: dict[str, int | None] = {"gzip": 1, "zstd": 3, "none": None}
+# Uncompressed tar by default: gzip buys ~6 % of a quantized model for ~15x the build time at
+# 3.8 GB, and every Docker, containerd and registry reads a plain tar (docs/image-format.md,
+# benchmarks/scale.py).
+DEFAULT_COMPRESSION = "none"
 
 
 @dataclass(frozen=True)
@@ -77,7 +73,7 @@ class BuildOptions:
     tag: str = "latest"
     labels: Mapping[str, str] = field(default_factory=dict)
     no_cache: bool = False
-    compression: str = "gzip"
+    compression: str = DEFAULT_COMPRESSION
 
 
 @dataclass(frozen=True)
@@ -130,9 +126,11 @@ class _Builder:
             for name, directory in options.contexts.items()
         }
         self.used_llama_cpp = False
+        self.layers = Layers(store, options.compression)
 
     def run(self, build_plan: BuildPlan) -> StageState:
         state = StageState()
+        in_image = _image_stages(build_plan)
         for stage in build_plan.stages:
             self.say(f"stage {stage.display_name}: FROM {stage.base}")
             state = self._base(stage.base_ref, stage.from_.location)
@@ -141,6 +139,9 @@ class _Builder:
                 cache=self.cache,
                 source_for=self._sources_of(stage.index),
                 report=self.say,
+                # A stage whose layers go into the image writes a new file's layer as it
+                # hashes it; another stage's files are only hashed.
+                layers=self.layers if stage.index in in_image else None,
             )
             for inst in stage.instructions:
                 state = steps.run(inst, state)
@@ -254,49 +255,20 @@ class _Builder:
     def _layer(self, layer: Change | BaseLayer) -> tuple[Layer, Path]:
         if isinstance(layer, BaseLayer):
             return Layer(layer.descriptor, layer.diff_id, 0), layer.blob
-        mtime = default_mtime()
-        listing = sorted((path, n.digest, n.mode, n.uid, n.gid) for path, n in layer.files.items())
-        key = step_key("layer", self.options.compression, mtime, listing)
-        record = self.store.root / "layers" / f"{key}.json"
-        try:
-            known = json.loads(record.read_text())
-            blob = self.store.path(known["digest"])
-            if blob.is_file():
-                descriptor = Descriptor(known["media_type"], known["digest"], known["size"])
-                return Layer(descriptor, known["diff_id"], known["tar_size"]), blob
-        except (OSError, ValueError, KeyError):
-            pass
-        entries = [
-            LayerEntry(path, self.store.path(n.digest), n.mode, n.uid, n.gid)
-            for path, n in layer.files.items()
-        ]
-        # A full disk found before the first byte, with the figures, not mid-write.
-        ensure_room(self.store.root, layer_bound(entries), "the layer")
-        scratch = self.store.scratch()
-        try:
-            tmp = scratch / "layer"
-            with open(tmp, "wb") as out:
-                level = _LEVELS[self.options.compression]
-                stats = write_layer(entries, out, self.options.compression, level, mtime)
-            digest = self.store.adopt(tmp)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        media_type = COMPRESSIONS[self.options.compression]
-        record.parent.mkdir(exist_ok=True)
-        record.write_text(
-            json.dumps(
-                {
-                    "digest": digest,
-                    "size": stats.size,
-                    "diff_id": stats.diff_id,
-                    "tar_size": stats.tar_size,
-                    "media_type": media_type,
-                }
-            )
-        )
-        return Layer(
-            Descriptor(media_type, digest, stats.size), stats.diff_id, stats.tar_size
-        ), self.store.path(digest)
+        return self.layers.layer(layer.files)
+
+
+def _image_stages(build_plan: BuildPlan) -> set[int]:
+    """The stages whose layers are the image's: the target and its FROM chain."""
+    stages = {stage.index: stage for stage in build_plan.stages}
+    chain: set[int] = set()
+    stage = build_plan.target
+    while True:
+        chain.add(stage.index)
+        ref = stage.base_ref
+        if ref is None or ref.kind != "stage" or ref.index is None or ref.index not in stages:
+            return chain
+        stage = stages[ref.index]
 
 
 def _first(entries: list[tuple[dict[str, Any], int]] | None) -> dict[str, Any] | None:

@@ -9,16 +9,17 @@ from __future__ import annotations
 import fnmatch
 import os
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from harness.builder._store import ContentStore
-from harness.builder._tree import Node, Tree, clean_path
+from harness.builder._layers import Pending
+from harness.builder._store import ContentStore, stamp_of
+from harness.builder._tree import Node, Tree, clean_path, join
 from harness.errors import BuildError, Location
 from harness.packerfile import IgnoreMatcher
 
-__all__ = ["DirectorySource", "Match", "Source", "TreeSource"]
+__all__ = ["DirectorySource", "Match", "Source", "TreeSource", "place"]
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,15 @@ class Match:
     path: str  # relative to the source's root
     is_dir: bool
     files: dict[str, Node]  # relative to ``path``
+    pending: dict[str, Pending] = field(default_factory=dict)  # not hashed yet (``defer``)
 
 
 class Source(Protocol):
     name: str
 
-    def matches(self, pattern: str, exclude: tuple[str, ...], where: Location) -> list[Match]: ...
+    def matches(
+        self, pattern: str, exclude: tuple[str, ...], where: Location, *, defer: bool = False
+    ) -> list[Match]: ...
 
 
 def _excluded(relpath: str, exclude: tuple[str, ...]) -> bool:
@@ -48,7 +52,9 @@ class TreeSource:
         self.name = name
         self.tree = tree
 
-    def matches(self, pattern: str, exclude: tuple[str, ...], where: Location) -> list[Match]:
+    def matches(
+        self, pattern: str, exclude: tuple[str, ...], where: Location, *, defer: bool = False
+    ) -> list[Match]:
         found = []
         for path in self.tree.glob(pattern):
             if path in self.tree:
@@ -111,7 +117,11 @@ class DirectorySource:
             return True
         return bool(exclude) and _excluded(relpath, exclude)
 
-    def matches(self, pattern: str, exclude: tuple[str, ...], where: Location) -> list[Match]:
+    def matches(
+        self, pattern: str, exclude: tuple[str, ...], where: Location, *, defer: bool = False
+    ) -> list[Match]:
+        """The files ``pattern`` names, in the store; with ``defer``, a file never hashed
+        before is left pending, for the pass that writes its layer to hash."""
         wanted = clean_path(pattern)
         if any(ch in wanted for ch in "*?["):
             names = sorted(
@@ -119,17 +129,30 @@ class DirectorySource:
             )
         else:
             names = [wanted] if (self.root / wanted).exists() or not wanted else []
-        found = [self._match(name, exclude, where) for name in names if not self._skip(name, ())]
+        found = [
+            self._match(name, exclude, where, defer) for name in names if not self._skip(name, ())
+        ]
         if not found:
             raise BuildError(f"{pattern}: not found in {self.name} ({self.root})", where)
         return found
 
-    def _match(self, relpath: str, exclude: tuple[str, ...], where: Location) -> Match:
+    def _match(self, relpath: str, exclude: tuple[str, ...], where: Location, defer: bool) -> Match:
         path = self._inside(relpath, where)
+        files: dict[str, Node] = {}
+        pending: dict[str, Pending] = {}
+
+        def add(rel: str, full: Path) -> None:
+            st = full.stat()
+            mode = 0o755 if st.st_mode & 0o111 else 0o644
+            if defer and self.store.known_digest(full) is None:
+                pending[rel] = Pending(full, stamp_of(full), st.st_size, mode)
+            else:
+                files[rel] = Node(self.store.put_file(full), st.st_size, mode)
+
         if path.is_file():
             _refuse_secret(relpath, path, where)
-            return Match(relpath, False, {"": self._node(path)})
-        files: dict[str, Node] = {}
+            add("", path)
+            return Match(relpath, False, files, pending)
         for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
             base = Path(dirpath)
             dirnames.sort()
@@ -141,11 +164,11 @@ class DirectorySource:
                 self._inside(rel_to_root, where)
                 if full.is_file():
                     _refuse_secret(rel_to_root, full, where)
-                    files[str(full.relative_to(path))] = self._node(full)
+                    add(str(full.relative_to(path)), full)
             dirnames[:] = [
                 d for d in dirnames if not self._skip(str((base / d).relative_to(self.root)), ())
             ]
-        return Match(relpath, True, files)
+        return Match(relpath, True, files, pending)
 
     def _inside(self, relpath: str, where: Location) -> Path:
         """The real path of a context file; links that leave the context are refused."""
@@ -154,8 +177,36 @@ class DirectorySource:
             raise BuildError(f"{relpath}: points outside {self.name} ({self.root})", where)
         return path
 
-    def _node(self, path: Path) -> Node:
-        st = path.stat()
-        digest = self.store.put_file(path)
-        mode = 0o755 if st.st_mode & 0o111 else 0o644
-        return Node(digest, st.st_size, mode)
+
+def place(
+    matches: list[Match],
+    dest: str,
+    into_dir: bool,
+    parents: bool,
+    owner: tuple[int | None, int | None, int | None],
+    pending: dict[str, Pending] | None,
+) -> dict[str, Node]:
+    """Where COPY/ADD puts each matched file (``owner``: uid, gid, mode to set); files not
+    hashed yet go to ``pending`` instead."""
+    files: dict[str, Node] = {}
+    waiting = {} if pending is None else pending
+    for match in matches:
+        found: list[tuple[str, Node | Pending]] = [*match.files.items()]
+        found += match.pending.items()
+        for rel, node in found:
+            if parents:  # keep the source's own directories below the destination
+                path = join(dest, posixpath.join(match.path, rel))
+            elif match.is_dir:  # a directory's contents, not the directory itself
+                path = join(dest, rel)
+            elif into_dir:
+                path = join(dest, posixpath.basename(match.path))
+            else:
+                path = clean_path(dest)
+            # A later source wins a path, as in Docker, hashed or not.
+            files.pop(path, None)
+            waiting.pop(path, None)
+            if isinstance(node, Pending):
+                waiting[path] = node.owned(*owner)
+            else:
+                files[path] = node.owned(*owner)
+    return files

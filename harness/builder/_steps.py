@@ -17,7 +17,8 @@ from typing import Literal
 
 from harness.builder._cache import StepCache, step_key
 from harness.builder._fetch import download, git_clone, url_basename
-from harness.builder._sources import DirectorySource, Match, Source, TreeSource
+from harness.builder._layers import Layers, Pending
+from harness.builder._sources import DirectorySource, Match, Source, TreeSource, place
 from harness.builder._state import (
     Change,
     History,
@@ -67,11 +68,13 @@ class Steps:
         cache: StepCache,
         source_for: Callable[[StageRef, StageState, Location], Source],
         report: Report,
+        layers: Layers | None = None,
     ) -> None:
         self.store = store
         self.cache = cache
         self.source_for = source_for
         self.report = report
+        self.layers = layers  # set when this stage's layers are the image's
 
     def run(self, inst: Instruction, state: StageState) -> StageState:
         state = state.copy()
@@ -104,8 +107,18 @@ class Steps:
             return self._heredocs(inst.heredocs, inst.dest, inst.chown, inst.chmod, inst, state)
         ref = inst.from_ref or StageRef("context", "context")
         source = self.source_for(ref, state, inst.where("flag:from"))
-        matches = [m for p in inst.sources for m in source.matches(p, inst.exclude, inst.location)]
-        return self._place(matches, inst, state, parents=inst.parents)
+        defer = self.layers is not None
+        matches = [
+            m
+            for p in inst.sources
+            for m in source.matches(p, inst.exclude, inst.location, defer=defer)
+        ]
+        pending: dict[str, Pending] = {}
+        files = self._place(matches, inst, state, parents=inst.parents, pending=pending)
+        if not pending or self.layers is None:  # pending only when deferred
+            return files
+        # New files: hashed by the pass that writes this step's layer (one read of a model).
+        return self.layers.write(files, pending)
 
     def _add(self, inst: Add, state: StageState) -> dict[str, Node]:
         if inst.heredocs:
@@ -123,8 +136,15 @@ class Steps:
         return self._place(matches, inst, state, parents=False)
 
     def _place(
-        self, matches: list[Match], inst: Add | Copy, state: StageState, *, parents: bool
+        self,
+        matches: list[Match],
+        inst: Add | Copy,
+        state: StageState,
+        *,
+        parents: bool,
+        pending: dict[str, Pending] | None = None,
     ) -> dict[str, Node]:
+        """Where each matched file goes; files not hashed yet go to ``pending`` instead."""
         dest = inst.dest
         into_dir = dest.endswith("/") or clean_path(dest) == "" or state.tree.is_dir(dest)
         if len(matches) > 1 and not dest.endswith("/"):
@@ -134,19 +154,7 @@ class Steps:
             )
         uid, gid = owner_ids(inst.chown, state.tree, self.store, inst.location)
         mode = chmod_bits(inst.chmod, inst.location)
-        files: dict[str, Node] = {}
-        for match in matches:
-            for rel, node in match.files.items():
-                if parents:  # keep the source's own directories below the destination
-                    path = join(dest, posixpath.join(match.path, rel))
-                elif match.is_dir:  # a directory's contents, not the directory itself
-                    path = join(dest, rel)
-                elif into_dir:
-                    path = join(dest, posixpath.basename(match.path))
-                else:
-                    path = clean_path(dest)
-                files[path] = node.owned(uid, gid, mode)
-        return files
+        return place(matches, dest, into_dir, parents, (uid, gid, mode), pending)
 
     def _heredocs(
         self,

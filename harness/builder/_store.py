@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import IO
 
 from harness._fs import atomic_write, cache_root, owned_name, sweep_stale
+from harness.errors import BuildError, Location
 
-__all__ = ["ContentStore", "cache_root"]
+__all__ = ["ContentStore", "cache_root", "stamp_of"]
 
 _SCRATCH = "scratch-"
 
@@ -35,49 +36,88 @@ class ContentStore:
         self._stat_file = root / "digests.json"
         self._stats: dict[str, list[object]] = self._load_stats()
         self._stats_dirty = False
+        # digest -> the outside files hashed to it (their stamps checked on use)
+        self._outside: dict[str, list[str]] = {}
+        for name, known in self._stats.items():
+            if isinstance(known, list) and len(known) == 5:
+                self._outside.setdefault(str(known[4]), []).append(name)
 
     def path(self, digest: str) -> Path:
-        return self._blobs / digest.removeprefix("sha256:")
+        """Where a file with ``digest`` can be read: the store's blob, else an outside file the
+        store hashed and could not link, while it is unchanged."""
+        blob = self._blob(digest)
+        if blob.is_file():
+            return blob
+        for name in self._outside.get(digest, ()):
+            if stamp_of(Path(name)) == self._stats[name][:4]:
+                return Path(name)
+        return blob
 
     def has(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
+    def _blob(self, digest: str) -> Path:
+        return self._blobs / digest.removeprefix("sha256:")
+
+    def known_digest(self, path: Path) -> str | None:
+        """The remembered sha256 of an outside file, while its identity and mtime are the same."""
+        known = self._stats.get(str(path.resolve()))
+        if known is not None and known[:4] == stamp_of(path):
+            return str(known[4])
+        return None
+
     def digest_of(self, path: Path) -> str:
         """sha256 of a file, remembered while the file's identity and mtime stay the same."""
-        st = path.stat()
-        key = str(path.resolve())
-        stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
-        known = self._stats.get(key)
-        if known is not None and known[:4] == stamp:
-            return str(known[4])
+        known = self.known_digest(path)
+        if known is not None:
+            return known
+        stamp = stamp_of(path)
         digest = _sha256_file(path)
-        self._stats[key] = [*stamp, digest]
-        self._stats_dirty = True
+        self._remember(path, stamp, digest)
         return digest
 
+    def _remember(self, path: Path, stamp: list[object], digest: str) -> None:
+        key = str(path.resolve())
+        self._stats[key] = [*stamp, digest]
+        self._outside.setdefault(digest, []).append(key)
+        self._stats_dirty = True
+
     def put_file(self, path: Path) -> str:
-        """Keep a copy of ``path`` (a hard link when possible) and return its digest."""
+        """Keep ``path`` in the store (a hard link when possible) and return its digest."""
         digest = self.digest_of(path)
-        target = self.path(digest)
-        if not target.exists():
+        self._keep(path, digest)
+        return digest
+
+    def put_hashed(self, path: Path, stamp: list[object], digest: str) -> None:
+        """Keep ``path``, hashed by the caller to ``digest`` while its stamp was ``stamp``
+        (as the stamp says before and after the read): a file changed meanwhile is refused."""
+        if stamp_of(path) != stamp:
+            raise BuildError("changed while the build read it", Location(path=str(path)))
+        self._remember(path, stamp, digest)
+        self._keep(path, digest)
+
+    def _keep(self, path: Path, digest: str) -> None:
+        """A hard link into the store; a file the store cannot link (another filesystem) is not
+        copied: the store refers to it where it is, for as long as its identity and mtime stay
+        the same (``path(digest)`` finds it), so a model's bytes are on the disk once, in the
+        layer that carries them."""
+        if not self._blob(digest).exists():
             fd, tmp = tempfile.mkstemp(dir=self._blobs, prefix=".in-")
             os.close(fd)
             os.unlink(tmp)
             try:
-                try:
-                    os.link(path, tmp)
-                except OSError:
-                    shutil.copyfile(path, tmp)
-                os.replace(tmp, target)
+                os.link(path, tmp)
+                os.replace(tmp, self._blob(digest))
+            except OSError:
+                pass  # referred to in place, through the remembered digests
             finally:
                 Path(tmp).unlink(missing_ok=True)
-        return digest
 
     def put_bytes(self, data: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         target = self.path(digest)
-        if not target.exists():
-            atomic_write(target, data)
+        if not target.is_file():
+            atomic_write(self._blob(digest), data)
         return digest
 
     def put_stream(self, reader: IO[bytes], chunk: Callable[[int], None]) -> tuple[str, int]:
@@ -87,19 +127,22 @@ class ContentStore:
         try:
             tmp = scratch / "in"
             size = 0
+            digest = hashlib.sha256()
             with tmp.open("wb") as out:
-                while piece := reader.read(1 << 20):
+                while piece := reader.read(_CHUNK):
                     chunk(len(piece))
                     size += len(piece)
+                    digest.update(piece)
                     out.write(piece)
-            return self.adopt(tmp), size
+            return self.adopt(tmp, "sha256:" + digest.hexdigest()), size
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
-    def adopt(self, tmp: Path) -> str:
-        """Move a finished temporary file (a step's output) into the store."""
-        digest = _sha256_file(tmp)
-        target = self.path(digest)
+    def adopt(self, tmp: Path, digest: str | None = None) -> str:
+        """Move a finished temporary file (a step's output) into the store. ``digest``: its
+        sha256 as the writer computed it while writing, so the file is not read again."""
+        digest = digest or _sha256_file(tmp)
+        target = self._blob(digest)
         if target.exists():
             tmp.unlink()
         else:
@@ -126,6 +169,15 @@ class ContentStore:
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
+
+
+def stamp_of(path: Path) -> list[object]:
+    """What identifies a file's content short of reading it: device, inode, size, mtime."""
+    try:
+        st = path.stat()
+    except OSError:
+        return []
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns]
 
 
 def _sha256_file(path: Path) -> str:

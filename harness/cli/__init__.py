@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--label", action="append", default=[], metavar="K=V")
     build.add_argument("--output", "-o", default=None, metavar="DIR", help="default: ./out/NAME")
     build.add_argument("--no-cache", action="store_true", help="run every step again")
-    build.add_argument("--compression", choices=("gzip", "zstd", "none"), default="gzip")
+    build.add_argument("--compression", choices=("gzip", "zstd", "none"), default="none")
     build.add_argument(
         "--builder",
         choices=("native", "buildx"),

@@ -12,7 +12,7 @@ import os
 import tarfile
 import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -49,6 +49,9 @@ class LayerEntry:
     mode: int = 0o644
     uid: int = 0
     gid: int = 0
+    # Also hash the file's own bytes as they go into the layer (LayerStats.sources): a caller
+    # that has not hashed it yet needs no second pass over it.
+    hash_source: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class LayerStats:
     size: int
     diff_id: str
     tar_size: int
+    sources: dict[str, str] = field(default_factory=dict)  # in-image path -> its file's sha256
 
 
 class _Compressor(Protocol):
@@ -121,6 +125,7 @@ def write_layer(
     files = _collect(entries)
     sink = _Sink(out, _compressor(compression, level))
     stamp = default_mtime() if mtime is None else mtime
+    sources: dict[str, str] = {}
     for parts in sorted(_with_parents(files)):
         name = "/".join(parts)
         entry = files.get(name)
@@ -129,11 +134,15 @@ def write_layer(
             continue
         size = _source_size(entry)
         sink.write(_header(name, tarfile.REGTYPE, entry.mode, entry.uid, entry.gid, size, stamp))
-        _copy(entry, size, sink)
+        own = hashlib.sha256() if entry.hash_source else None
+        _copy(entry, size, sink, own)
+        if own is not None:
+            sources[entry.path] = "sha256:" + own.hexdigest()
         if size % _BLOCK:
             sink.write(bytes(_BLOCK - size % _BLOCK))
     sink.write(bytes(2 * _BLOCK))  # end-of-archive marker, as Go's archive/tar writes it
-    return sink.close()
+    stats = sink.close()
+    return LayerStats(stats.digest, stats.size, stats.diff_id, stats.tar_size, sources)
 
 
 def _collect(entries: Iterable[LayerEntry]) -> dict[str, LayerEntry]:
@@ -192,9 +201,11 @@ def _source_size(entry: LayerEntry) -> int:
     return stat.st_size
 
 
-def _copy(entry: LayerEntry, size: int, sink: _Sink) -> None:
+def _copy(entry: LayerEntry, size: int, sink: _Sink, own: hashlib._Hash | None) -> None:
     if isinstance(entry.source, bytes | bytearray | memoryview):
         sink.write(bytes(entry.source))
+        if own is not None:
+            own.update(entry.source)
         return
     buf = bytearray(_CHUNK)
     view = memoryview(buf)
@@ -206,6 +217,8 @@ def _copy(entry: LayerEntry, size: int, sink: _Sink) -> None:
                 if not got:
                     break
                 sink.write(view[:got])
+                if own is not None:
+                    own.update(view[:got])
                 left -= got
             extra = file.read(1)
     except OSError as exc:
