@@ -26,6 +26,7 @@ from ._referrers import (
     referrer_artifact,
 )
 from ._source import ImageSource, LayoutImageSource, RegistryImageSource, SourceImage
+from ._stream import BlobStream, open_blob
 from ._transfer import BlobSource
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "Attached",
     "AuthError",
     "BlobSource",
+    "BlobStream",
     "Credentials",
     "DigestError",
     "ImageSource",
@@ -60,6 +62,7 @@ __all__ = [
     "find_credentials",
     "is_tag",
     "list_referrers",
+    "open_blob",
     "parse_descriptor",
     "pull_layout",
     "push",

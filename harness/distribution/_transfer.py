@@ -13,6 +13,7 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+from harness._progress import Progress, progress
 from harness.errors import DigestError, RegistryError
 from harness.oci import Descriptor
 
@@ -29,14 +30,21 @@ def upload_blob(
     http: Http, repository: str, descriptor: Descriptor, source: BlobSource, scope: Scope
 ) -> int:
     """Upload ``source`` as ``descriptor``; returns the bytes sent, resends included."""
-    upload = _Upload(http, repository, descriptor, source, scope)
-    return upload.run()
+    with progress(f"push {descriptor.digest[7:19]}", descriptor.size) as bar:
+        return _Upload(http, repository, descriptor, source, scope, bar).run()
 
 
 class _Upload:
     def __init__(
-        self, http: Http, repository: str, descriptor: Descriptor, source: BlobSource, scope: Scope
+        self,
+        http: Http,
+        repository: str,
+        descriptor: Descriptor,
+        source: BlobSource,
+        scope: Scope,
+        bar: Progress,
     ) -> None:
+        self.bar = bar
         self.http = http
         self.repository = repository
         self.descriptor = descriptor
@@ -159,8 +167,10 @@ class _Upload:
 
     def _body(self, offset: int, length: int) -> Body:
         def chunks() -> Iterator[bytes]:
+            self.bar.update(offset)  # a resend starts where the registry said it stopped
             for piece in _slices(self.source, offset, length):
                 self.sent += len(piece)
+                self.bar.advance(len(piece))
                 yield piece
 
         return Body(length, chunks)

@@ -183,7 +183,7 @@ class Store:
         small = [manifest.descriptor, config_descriptor]
         if index is not None:
             small.append(index.descriptor)
-        needed = room_needed(self.paths, source, small, layers, config)
+        needed = room_needed(self.paths, small, layers, config)
         # Before the store is created or anything staged: a pull that cannot fit leaves nothing.
         ensure_room(self.paths.root, needed, f"the pull of {name}")
         self.paths.create()

@@ -1,0 +1,133 @@
+"""A blob as a stream to read, while it downloads: a pull unpacks a layer as its bytes arrive,
+so that the model is written once and nothing reads it back.
+
+``open_blob`` runs ``ImageSource.fetch`` (verification, Range resumes and retries included) in a
+thread whose output goes through a bounded queue to the reader. End of stream is reported only
+once the fetch verified the whole blob's size and digest; a failed fetch raises its error in the
+reader. A fetch that starts over from byte 0 (a registry that ignored a Range request) is
+followed: the bytes the reader already has are skipped, not given twice.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import BinaryIO, cast
+
+from harness.oci import Descriptor
+
+from ._source import ImageSource
+
+__all__ = ["BlobStream", "open_blob"]
+
+_QUEUED = 32  # pieces of up to 1 MiB (fetch_blob's read size): bounded memory
+_EOF = object()
+
+
+class _Cancelled(Exception):
+    """The reader went away: the fetch stops (not an OSError, which the fetch would retry)."""
+
+
+class _PipeWriter:
+    """The file ``fetch`` writes to: ``tell``/``seek``/``truncate`` as fetch_blob uses them."""
+
+    def __init__(self, pieces: queue.Queue[object], cancelled: threading.Event) -> None:
+        self._pieces = pieces
+        self._cancelled = cancelled
+        self._position = 0  # where fetch believes it writes
+        self._delivered = 0  # bytes handed to the reader
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence != 0 or offset > self._delivered:
+            raise ValueError("a blob stream only seeks back to bytes it delivered")
+        self._position = offset
+        return offset
+
+    def truncate(self, size: int | None = None) -> int:
+        return self._position
+
+    def flush(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> int:
+        length = len(data)
+        skip = max(0, min(self._delivered - self._position, length))
+        self._position += length
+        if skip < length:
+            self._put(bytes(data[skip:]) if skip else data)
+            self._delivered = self._position
+        return length
+
+    def _put(self, item: object) -> None:
+        while True:
+            if self._cancelled.is_set():
+                raise _Cancelled()
+            try:
+                self._pieces.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+
+class BlobStream:
+    """The reading end: ``read(size)`` as a file; raises the fetch's error if it failed."""
+
+    def __init__(self, pieces: queue.Queue[object]) -> None:
+        self._pieces = pieces
+        self._buffer = memoryview(b"")
+        self._done = False
+        self.count = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        if size < 0:
+            return b"".join(iter(lambda: self.read(1 << 20), b""))
+        while not self._buffer and not self._done:
+            item = self._pieces.get()
+            if item is _EOF:
+                self._done = True
+            elif isinstance(item, BaseException):
+                self._done = True
+                raise item
+            else:
+                assert isinstance(item, bytes)
+                self._buffer = memoryview(item)
+        piece = bytes(self._buffer[:size])
+        self._buffer = self._buffer[size:]
+        self.count += len(piece)
+        return piece
+
+
+@contextmanager
+def open_blob(source: ImageSource, descriptor: Descriptor) -> Iterator[BlobStream]:
+    """The blob's bytes as they are fetched; leaving the block early stops the fetch."""
+    pieces: queue.Queue[object] = queue.Queue(_QUEUED)
+    cancelled = threading.Event()
+    writer = _PipeWriter(pieces, cancelled)
+
+    def fetch() -> None:
+        try:
+            source.fetch(descriptor, cast(BinaryIO, writer))
+            writer._put(_EOF)
+        except _Cancelled:
+            pass
+        except BaseException as exc:  # handed to the reader, which raises it
+            with suppress(_Cancelled):
+                writer._put(exc)
+
+    thread = threading.Thread(target=fetch, name=f"fetch {descriptor.digest[:19]}", daemon=True)
+    thread.start()
+    try:
+        yield BlobStream(pieces)
+    except BaseException:
+        cancelled.set()
+        # A fetch blocked on a silent registry ends at its read timeout; it writes nothing
+        # more (the queue refuses it), so the caller need not wait for it.
+        thread.join(timeout=5)
+        raise
+    cancelled.set()
+    thread.join()
