@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from typing import BinaryIO, cast
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from harness.oci import Descriptor
 
-from ._source import ImageSource
+if TYPE_CHECKING:  # _source imports _pull, which streams its blobs through here
+    from ._source import ImageSource
 
-__all__ = ["BlobStream", "open_blob"]
+__all__ = ["BlobStream", "open_blob", "open_stream"]
 
 _QUEUED = 32  # pieces of up to 1 MiB (fetch_blob's read size): bounded memory
 _EOF = object()
@@ -102,16 +103,21 @@ class BlobStream:
         return piece
 
 
-@contextmanager
-def open_blob(source: ImageSource, descriptor: Descriptor) -> Iterator[BlobStream]:
+def open_blob(source: ImageSource, descriptor: Descriptor) -> AbstractContextManager[BlobStream]:
     """The blob's bytes as they are fetched; leaving the block early stops the fetch."""
+    return open_stream(lambda out: source.fetch(descriptor, out), descriptor.digest[:19])
+
+
+@contextmanager
+def open_stream(fetch: Callable[[BinaryIO], None], name: str) -> Iterator[BlobStream]:
+    """What ``fetch`` writes to the file it is given (verified before it returns), to read."""
     pieces: queue.Queue[object] = queue.Queue(_QUEUED)
     cancelled = threading.Event()
     writer = _PipeWriter(pieces, cancelled)
 
-    def fetch() -> None:
+    def run() -> None:
         try:
-            source.fetch(descriptor, cast(BinaryIO, writer))
+            fetch(cast(BinaryIO, writer))
             writer._put(_EOF)
         except _Cancelled:
             pass
@@ -119,7 +125,7 @@ def open_blob(source: ImageSource, descriptor: Descriptor) -> Iterator[BlobStrea
             with suppress(_Cancelled):
                 writer._put(exc)
 
-    thread = threading.Thread(target=fetch, name=f"fetch {descriptor.digest[:19]}", daemon=True)
+    thread = threading.Thread(target=run, name=f"fetch {name}", daemon=True)
     thread.start()
     try:
         yield BlobStream(pieces)
