@@ -21,6 +21,7 @@ from typing import BinaryIO
 import pytest
 
 from harness import _progress
+from harness.cli import main
 from harness.distribution import DigestError, RegistryOptions, open_blob, pull_layout, push_layout
 from harness.oci import Descriptor, LayerEntry, LayoutWriter
 from harness.store import Store
@@ -124,10 +125,13 @@ def test_push_and_pull_show_progress_lines_in_ci_logs_and_nothing_when_quiet(
         assert len(going) >= 2 and len(done) == 1, err
     assert "config" not in err and err.count("\n") < 10_000  # small blobs show nothing
 
-    _progress.configure(quiet=True)
-    push_layout(layout, f"{registry.host}/big/quiet:v1", options=OPTIONS)
-    pull_layout(f"{registry.host}/big/quiet:v1", tmp_path / "quiet", options=OPTIONS)
-    assert capfd.readouterr().err == ""
+    # The CLI's --quiet: not a line on stderr, for a push or for a pull into the store.
+    monkeypatch.setenv("GGUF_HARNESS_STORE", str(tmp_path / "store"))
+    ref = f"{registry.host}/big/quiet:v1"
+    assert main(["push", str(layout), ref, "--insecure", "--quiet"]) == 0
+    assert main(["pull", ref, "--insecure", "-q"]) == 0
+    out, err = capfd.readouterr()
+    assert err == "" and out.count("\n") == 2
 
 
 def test_a_terminal_gets_a_live_bar(monkeypatch: pytest.MonkeyPatch, quiet_after: None) -> None:

@@ -81,6 +81,7 @@ class BlobStream:
     def __init__(self, pieces: queue.Queue[object]) -> None:
         self._pieces = pieces
         self._buffer = memoryview(b"")
+        self._whole: bytes | None = None  # the current piece while none of it was read
         self._done = False
         self.count = 0
 
@@ -96,9 +97,13 @@ class BlobStream:
                 raise item
             else:
                 assert isinstance(item, bytes)
-                self._buffer = memoryview(item)
-        piece = bytes(self._buffer[:size])
-        self._buffer = self._buffer[size:]
+                self._buffer, self._whole = memoryview(item), item
+        if size >= len(self._buffer) and self._whole is not None:
+            piece = self._whole  # the fetch's own piece, whole: no copy
+        else:
+            piece = bytes(self._buffer[:size])
+        self._whole = None
+        self._buffer = self._buffer[len(piece) :]
         self.count += len(piece)
         return piece
 

@@ -120,6 +120,36 @@ class _Hashed:
         return data
 
 
+class _Forward:
+    """The tar stream as tarfile's seekable reader sees it: it only ever seeks ahead (past a
+    member's padding), which reads and drops the bytes. Unlike tarfile's stream mode ("r|"),
+    whose buffer joins and slices every megabyte again (a third of a 4 GB pull's time), a
+    member's bytes are read straight from the stream (``TarWriter``)."""
+
+    def __init__(self, inner: _Readable) -> None:
+        self._inner = inner
+        self._position = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        data = self._inner.read(size)
+        self._position += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 1:
+            offset += self._position
+        elif whence != 0:
+            raise tarfile.ReadError("a layer's tar is read from its start to its end")
+        if offset < self._position:
+            raise tarfile.ReadError(f"a tar header points back to offset {offset}")
+        while self._position < offset and self.read(min(_CHUNK, offset - self._position)):
+            pass  # at the end of the data: the next read finds nothing, and tarfile says so
+        return self._position
+
+
 class _Capped(_Hashed):
     def __init__(self, inner: _Readable, algorithm: str | None, cap: int, what: str) -> None:
         super().__init__(inner, algorithm)
@@ -170,9 +200,8 @@ def unpack_layer(
         writer = TarWriter(root, what, limits.max_entries)
         try:
             with tarfile.open(
-                fileobj=cast(IO[bytes], tar_stream),
-                mode="r|",
-                bufsize=_CHUNK,
+                fileobj=cast(IO[bytes], _Forward(tar_stream)),
+                mode="r:",
                 errors="surrogateescape",
             ) as tar:
                 for member in tar:
