@@ -58,6 +58,7 @@ __all__ = [
     "SpecErrors",
     "StoreError",
     "ToolchainError",
+    "TransferStopped",
     "UnitError",
     "UnsafeLayerError",
     "UsageError",
@@ -383,6 +384,10 @@ class DigestError(RegistryError):
 
 
 # --- Publishing an image.
+
+
+class TransferStopped(RegistryError):
+    """A blob transfer given up because another of the same command failed; never retried."""
 
 
 class PublishError(HarnessError):

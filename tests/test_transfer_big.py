@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -215,3 +216,30 @@ def test_a_blob_stream_left_early_stops_its_fetch() -> None:
         stream.read(1000)
         raise RuntimeError("the unpacker refused the layer")
     assert source.stopped.wait(5)
+
+
+def test_when_one_of_several_transfers_fails_the_others_stop_before_it_is_raised() -> None:
+    from harness.distribution import each
+    from harness.distribution._parallel import stop_point
+
+    started: list[str] = []
+    ended: list[str] = []
+
+    def work(name: str) -> str:
+        started.append(name)
+        try:
+            if name == "bad":
+                raise DigestError("blob content does not match its descriptor", "test")
+            for _ in range(10_000):  # a long blob, piece by piece
+                stop_point()
+                threading.Event().wait(0.001)
+            return name
+        finally:
+            ended.append(name)
+
+    began = time.monotonic()
+    with pytest.raises(DigestError):
+        each(["long", "bad", "other", "more"], work, 3, "test")
+    assert sorted(ended) == sorted(started)  # none still running when it raised
+    assert time.monotonic() - began < 5  # the long ones stopped (alone: 10 s or more)
+    assert each(["a", "b"], str.upper, 4, "test") == ["A", "B"]

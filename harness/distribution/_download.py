@@ -15,6 +15,7 @@ from harness.errors import DigestError, RegistryError
 from harness.oci import Descriptor
 
 from ._http import Http, Response, registry_error
+from ._parallel import stop_point
 from ._token import Scope
 
 __all__ = ["fetch_blob"]
@@ -89,6 +90,7 @@ def _fetch(
                 digest.update(piece)
                 out.write(piece)
                 bar.advance(len(piece))
+                stop_point()
             response.release_conn()
             break
         except (HTTPError, OSError) as exc:

@@ -10,6 +10,7 @@ followed: the bytes the reader already has are skipped, not given twice.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -130,7 +131,9 @@ def open_stream(fetch: Callable[[BinaryIO], None], name: str) -> Iterator[BlobSt
             with suppress(_Cancelled):
                 writer._put(exc)
 
-    thread = threading.Thread(target=run, name=f"fetch {name}", daemon=True)
+    # In the caller's context: a sibling transfer's failure stops this fetch too (_parallel).
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(run,), name=f"fetch {name}", daemon=True)
     thread.start()
     try:
         yield BlobStream(pieces)

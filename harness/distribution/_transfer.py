@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from harness._progress import Progress, progress
-from harness.errors import DigestError, RegistryError
+from harness.errors import DigestError, RegistryError, TransferStopped
 from harness.oci import Descriptor
 
 from ._http import Body, Http, Response, registry_error
+from ._parallel import stop_point
 from ._token import Scope
 
 __all__ = ["BlobSource", "upload_blob"]
@@ -116,7 +117,8 @@ class _Upload:
                 method, url, scope=self.scope, headers=headers, body=body, retry=False
             )
         except RegistryError as exc:
-            if exc.status is not None or not _is_connection_error(exc):
+            stopped = isinstance(exc, TransferStopped)
+            if stopped or exc.status is not None or not _is_connection_error(exc):
                 raise
             raise _Broken(str(exc)) from None
 
@@ -169,6 +171,7 @@ class _Upload:
         def chunks() -> Iterator[bytes]:
             self.bar.update(offset)  # a resend starts where the registry said it stopped
             for piece in _slices(self.source, offset, length):
+                stop_point()
                 self.sent += len(piece)
                 self.bar.advance(len(piece))
                 yield piece
