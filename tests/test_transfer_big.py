@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -243,3 +244,32 @@ def test_when_one_of_several_transfers_fails_the_others_stop_before_it_is_raised
     assert sorted(ended) == sorted(started)  # none still running when it raised
     assert time.monotonic() - began < 5  # the long ones stopped (alone: 10 s or more)
     assert each(["a", "b"], str.upper, 4, "test") == ["A", "B"]
+
+
+def test_a_layer_stream_that_answers_short_reads_unpacks_whole(tmp_path: Path) -> None:
+    """A decompressor may return fewer bytes than asked (zstd does); the unpacker reads from
+    the stream directly, so it must fill tarfile's header reads itself."""
+    from harness.store._unpack import UnpackLimits, unpack_layer
+
+    files = {f"models/part-{n}.bin": os.urandom(1000 + 333 * n) for n in range(5)}
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    blob = raw.getvalue()
+
+    class Dribble:
+        def __init__(self) -> None:
+            self.source = io.BytesIO(blob)
+
+        def read(self, size: int = -1, /) -> bytes:
+            return self.source.read(min(size, 100) if size >= 0 else 100)
+
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    descriptor = Descriptor("application/vnd.oci.image.layer.v1.tar", digest, len(blob))
+    index = unpack_layer(Dribble(), descriptor, digest, tmp_path / "layer", UnpackLimits())
+    assert index.diff_id == digest
+    for name, data in files.items():
+        assert (tmp_path / "layer" / "fs" / name).read_bytes() == data

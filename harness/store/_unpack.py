@@ -132,6 +132,15 @@ class _Forward:
 
     def read(self, size: int = -1, /) -> bytes:
         data = self._inner.read(size)
+        if 0 < len(data) < size:
+            # A decompressor may answer short (zstd does): tarfile takes a short header for
+            # the end of the data, so fill the request as its stream mode did.
+            parts = [data]
+            left = size - len(data)
+            while left and (more := self._inner.read(left)):
+                parts.append(more)
+                left -= len(more)
+            data = b"".join(parts)
         self._position += len(data)
         return data
 
