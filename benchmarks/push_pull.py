@@ -15,6 +15,10 @@ cannot turn its push into a cross-repository mount):
 - with ``--kill``: a push and a store pull (the CLI, in a subprocess) killed with SIGKILL half
   way, then rerun: the rerun's time and, for the push, the bytes it sent again
 
+skopeo (containers/image) gzips an uncompressed layer on its way to a registry: with the
+default ``--compression none`` its push does more work than ours; ``--compression zstd`` is the
+like-for-like push race (both send the blob as it is).
+
 Every timed step starts and ends with ``sync`` (its writeback is its own). Prints each time, its
 throughput, and the ratios: skopeo time / ours (1.0 or more: at least as fast) and ours / floor
 (the issue asks for at most 1.5).
