@@ -60,6 +60,7 @@ __all__ = [
     "SpecErrors",
     "StoreError",
     "ToolchainError",
+    "TransferStopped",
     "UnitError",
     "UnsafeLayerError",
     "UsageError",
@@ -394,6 +395,10 @@ class DigestError(RegistryError):
 
 
 # --- Publishing an image.
+
+
+class TransferStopped(RegistryError):
+    """A blob transfer given up because another of the same command failed; never retried."""
 
 
 class PublishError(HarnessError):

@@ -23,6 +23,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("oci", "packerfile"),
     ("gguf", "toolchain"),
     ("report",),
+    ("_progress",),
     ("units", "_fs"),
     ("__init__",),
     ("errors",),

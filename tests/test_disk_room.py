@@ -94,9 +94,10 @@ def test_a_pull_that_cannot_fit_fails_at_once_and_leaves_no_store(
         original(self, repository, descriptor, out)
 
     monkeypatch.setattr(RegistryClient, "fetch_blob", recording)
-    # At its peak a pull holds the layer's download beside its unpacked files (at least the
-    # GGUF bytes the config declares), plus the manifest and config.
-    needed = manifest + config + max(layer, DECLARED) + layer
+    # A pull unpacks the layer as it downloads (no download file beside it): at its peak it
+    # holds the unpacked files (at least the GGUF bytes the config declares), the manifest and
+    # the config.
+    needed = manifest + config + max(layer, DECLARED)
     fake_free(monkeypatch, needed - 1)
     assert main(["pull", ref, "--insecure"]) == 1
     err = capsys.readouterr().err

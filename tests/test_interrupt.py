@@ -172,9 +172,10 @@ def test_pull_killed_while_fetching_and_unpacking_then_rerun(
     push_layout(big.layout, ref, options=RegistryOptions(insecure=True))
     staging = Path(home["GGUF_HARNESS_STORE"]) / "tmp"
     argv = ["pull", ref, "--insecure"]
+    # The layer is unpacked as it comes in (there is no download file): killed twice on the way.
     points: list[Callable[[], bool]] = [
-        lambda: _reached(staging, "*/download-*", KILL_AT),  # the layer coming in
-        lambda: _reached(staging, f"*/layer-*/fs{MODEL_FILE}", KILL_AT),  # being unpacked
+        lambda: _reached(staging, f"*/layer-*/fs{MODEL_FILE}", KILL_AT // 2),
+        lambda: _reached(staging, f"*/layer-*/fs{MODEL_FILE}", KILL_AT),
     ]
     for ready in points:
         kill_when(argv, home, tmp_path, ready)

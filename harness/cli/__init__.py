@@ -172,11 +172,13 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("layout", metavar="DIR[:TAG]")
     push.add_argument("reference", metavar="REF", help="e.g. 127.0.0.1:5000/smollm2:q4")
     push.add_argument("--insecure", action="store_true", help="plain HTTP or unverified TLS")
+    push.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     push.set_defaults(run="push")
 
     pull = commands.add_parser("pull", help="pull a model image into the local store")
     pull.add_argument("reference", metavar="REF")
     pull.add_argument("--insecure", action="store_true", help="plain HTTP or unverified TLS")
+    pull.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     pull.set_defaults(run="pull")
 
     listing = commands.add_parser("list", help="models in the local store")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harness import _progress
 from harness.action import matrix, run_action
 from harness.builder import BuildOptions, build_with
 from harness.distribution import RegistryOptions, push_layout
@@ -252,6 +253,7 @@ def diff_command(args: argparse.Namespace) -> int:
 
 
 def push_command(args: argparse.Namespace) -> int:
+    _progress.configure(quiet=args.quiet)
     directory, colon, tag = args.layout.rpartition(":")
     if not colon or "/" in tag:
         directory, tag = args.layout, ""
@@ -260,7 +262,7 @@ def push_command(args: argparse.Namespace) -> int:
         args.reference,
         tag=tag or None,
         options=RegistryOptions(insecure=args.insecure),
-        report=_say,
+        report=None if args.quiet else _say,
     )
     state = "pushed" if result.changed else "unchanged"
     print(f"{result.reference} {result.descriptor.digest} ({state}, {result.bytes_sent} bytes)")
@@ -268,8 +270,11 @@ def push_command(args: argparse.Namespace) -> int:
 
 
 def pull_command(args: argparse.Namespace) -> int:
+    _progress.configure(quiet=args.quiet)
     model = Store().pull(
-        args.reference, options=RegistryOptions(insecure=args.insecure), report=_say
+        args.reference,
+        options=RegistryOptions(insecure=args.insecure),
+        report=None if args.quiet else _say,
     )
     print(f"{args.reference} {model.id}")
     return 0

@@ -13,7 +13,8 @@ from harness.errors import AuthError, DigestError, NotFoundError, RegistryError,
 from ._artifact import Artifact, parse_descriptor
 from ._client import MANIFEST_TYPES, ManifestBlob, RegistryClient
 from ._credentials import Credentials, docker_config_path, find_credentials
-from ._options import DEFAULT_CHUNK_SIZE, RegistryOptions, RetryPolicy
+from ._options import DEFAULT_CHUNK_SIZE, DEFAULT_TRANSFERS, RegistryOptions, RetryPolicy
+from ._parallel import each
 from ._pull import Platform, ResolvedImage, choose_platform, pull_layout, resolve
 from ._push import PushResult, push, push_layout
 from ._reference import DOCKER_HUB, Reference, is_tag
@@ -26,10 +27,12 @@ from ._referrers import (
     referrer_artifact,
 )
 from ._source import ImageSource, LayoutImageSource, RegistryImageSource, SourceImage
+from ._stream import BlobStream, open_blob
 from ._transfer import BlobSource
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_TRANSFERS",
     "DOCKER_HUB",
     "EMPTY_CONFIG",
     "MANIFEST_TYPES",
@@ -37,6 +40,7 @@ __all__ = [
     "Attached",
     "AuthError",
     "BlobSource",
+    "BlobStream",
     "Credentials",
     "DigestError",
     "ImageSource",
@@ -56,10 +60,12 @@ __all__ = [
     "attach",
     "choose_platform",
     "docker_config_path",
+    "each",
     "fallback_tag",
     "find_credentials",
     "is_tag",
     "list_referrers",
+    "open_blob",
     "parse_descriptor",
     "pull_layout",
     "push",

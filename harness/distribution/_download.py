@@ -10,10 +10,12 @@ from typing import BinaryIO
 
 from urllib3.exceptions import HTTPError
 
+from harness._progress import Progress, progress
 from harness.errors import DigestError, RegistryError
 from harness.oci import Descriptor
 
 from ._http import Http, Response, registry_error
+from ._parallel import stop_point
 from ._token import Scope
 
 __all__ = ["fetch_blob"]
@@ -25,6 +27,18 @@ def fetch_blob(
     http: Http, repository: str, descriptor: Descriptor, out: BinaryIO, scope: Scope
 ) -> None:
     """Download a blob into ``out``; resumes with Range after a broken connection."""
+    with progress(f"pull {descriptor.digest[7:19]}", descriptor.size) as bar:
+        _fetch(http, repository, descriptor, out, scope, bar)
+
+
+def _fetch(
+    http: Http,
+    repository: str,
+    descriptor: Descriptor,
+    out: BinaryIO,
+    scope: Scope,
+    bar: Progress,
+) -> None:
     where = f"{http.where}/{repository}@{descriptor.digest}"
     path = f"/v2/{repository}/blobs/{descriptor.digest}"
     algorithm = descriptor.digest.split(":", 1)[0]
@@ -43,6 +57,7 @@ def fetch_blob(
             out.seek(start)
             out.truncate()
             digest, got = hashlib.new(algorithm), 0
+            bar.update(0)
         elif response.status == 206 and not _range_starts_at(response, got):
             # A range we did not ask for: start over, but within the retry budget (a registry
             # that always answers so would otherwise be asked forever).
@@ -58,6 +73,7 @@ def fetch_blob(
             out.seek(start)
             out.truncate()
             digest, got = hashlib.new(algorithm), 0
+            bar.update(0)
             time.sleep(policy.wait(failures - 1))
             continue
         elif response.status not in (200, 206):
@@ -73,6 +89,8 @@ def fetch_blob(
                     )
                 digest.update(piece)
                 out.write(piece)
+                bar.advance(len(piece))
+                stop_point()
             response.release_conn()
             break
         except (HTTPError, OSError) as exc:

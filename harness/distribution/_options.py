@@ -7,11 +7,13 @@ from pathlib import Path
 
 from ._credentials import Credentials
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "RegistryOptions", "RetryPolicy"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_TRANSFERS", "RegistryOptions", "RetryPolicy"]
 
 # Big enough that HTTP round trips cost nothing next to the bytes, small enough that a broken
 # connection costs at most one chunk on a registry that can resume.
 DEFAULT_CHUNK_SIZE = 64 << 20
+# Blobs moved at once: the shards of a split model, a model and its projector.
+DEFAULT_TRANSFERS = 4
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class RegistryOptions:
     registry", skopeo's ``--tls-verify=false``); ``ca_file`` trusts one more CA instead (a
     self-signed registry), on top of the system's and ``/etc/docker/certs.d/<host>/*.crt``.
     ``credentials`` None means: look them up (environment, docker config, helpers).
+    ``transfers``: blobs pushed or pulled at once (each blob is one stream: its digest is a
+    chain that one core computes, so ranges of one blob in parallel would not go faster).
     """
 
     insecure: bool = False
@@ -49,3 +53,4 @@ class RegistryOptions:
     connect_timeout: float = 10.0
     read_timeout: float = 120.0
     user_agent: str = "gguf-harness"
+    transfers: int = DEFAULT_TRANSFERS

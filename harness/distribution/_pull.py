@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from harness._fs import ensure_room, owned_name, sweep_stale
 from harness.errors import RegistryError
@@ -23,8 +23,11 @@ from harness.oci import Descriptor, LayoutWriter
 from ._artifact import INDEX_TYPES, parse_descriptor
 from ._client import ManifestBlob, RegistryClient
 from ._options import RegistryOptions
+from ._parallel import each
 from ._reference import Reference
+from ._stream import open_stream
 
+_PIECE = 1 << 20
 __all__ = ["Platform", "ResolvedImage", "choose_platform", "pull_layout", "resolve"]
 
 Platform = tuple[str, str]  # (os, architecture)
@@ -132,18 +135,36 @@ def pull_layout(
         needed = sum(blobs.values()) + image.manifest.size
         ensure_room(target.parent, needed, f"the pull of {ref} into {target}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        with LayoutWriter(target) as writer:
-            for descriptor in (image.config, *image.layers):
-                say(f"fetching {descriptor.digest[:19]} ({descriptor.size} bytes)")
-                partial = target.parent / f"{owned_name(partials)}{secrets.token_hex(6)}"
-                try:
-                    with open(partial, "wb") as out:
-                        client.fetch_blob(ref.repository, descriptor, out)
-                        out.flush()
-                        os.fsync(out.fileno())
-                    writer.add_stored_blob(partial, descriptor)
-                finally:
-                    partial.unlink(missing_ok=True)
-            stored = writer.add_blob(image.manifest.data, image.manifest.media_type)
-            writer.tag(stored, tag or ref.tag or "latest")
+        unique = list({d.digest: d for d in (image.config, *image.layers)}.values())
+        fetched: list[Path] = []
+
+        def fetch(descriptor: Descriptor) -> Path:
+            say(f"fetching {descriptor.digest[:19]} ({descriptor.size} bytes)")
+            partial = target.parent / f"{owned_name(partials)}{secrets.token_hex(6)}"
+            fetched.append(partial)
+
+            # Received and hashed in one thread, written in this one: the two overlap.
+            def fetch_into(out: BinaryIO) -> None:
+                client.fetch_blob(ref.repository, descriptor, out)
+
+            with (
+                open(partial, "wb") as out,
+                open_stream(fetch_into, descriptor.digest[:19]) as stream,
+            ):
+                while piece := stream.read(_PIECE):
+                    out.write(piece)
+                out.flush()
+                os.fsync(out.fileno())
+            return partial
+
+        try:
+            with LayoutWriter(target) as writer:
+                paths = each(unique, fetch, client.options.transfers, "pull")
+                for descriptor, path in zip(unique, paths, strict=True):
+                    writer.add_stored_blob(path, descriptor)
+                stored = writer.add_blob(image.manifest.data, image.manifest.media_type)
+                writer.tag(stored, tag or ref.tag or "latest")
+        finally:
+            for path in fetched:
+                path.unlink(missing_ok=True)
     return image

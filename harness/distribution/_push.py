@@ -18,7 +18,9 @@ from harness.oci import Descriptor
 from ._artifact import Artifact
 from ._client import RegistryClient
 from ._options import RegistryOptions
+from ._parallel import each
 from ._reference import Reference
+from ._transfer import BlobSource
 
 __all__ = ["PushResult", "push", "push_layout"]
 
@@ -147,27 +149,44 @@ def _push_tree(
             client.put_manifest(repository, child.digest, child.data, child.media_type)
             tally.manifests_put += 1
         tally.done.add(child.digest)
-    for digest, (descriptor, source) in artifact.blobs.items():
-        if digest in tally.done:
-            continue
-        tally.done.add(digest)
-        size = client.blob_size(repository, digest)
-        if size is not None:
-            if size not in (-1, descriptor.size):
-                raise RegistryError(
-                    f"the registry holds blob {digest} with {size} bytes, "
-                    f"its descriptor says {descriptor.size}",
-                    f"{client.registry}/{repository}",
-                )
-            tally.present.append(digest)
-            continue
-        if any(
-            source_repo != repository and client.mount_blob(repository, digest, source_repo)
-            for source_repo in mount_from
-        ):
-            tally.mounted.append(digest)
-            say(f"mounted {digest[:19]} from another repository")
-            continue
-        say(f"uploading {digest[:19]} ({descriptor.size} bytes)")
-        tally.bytes_sent += client.upload_blob(repository, descriptor, source)
-        tally.uploaded.append(digest)
+    todo = [(d, s) for digest, (d, s) in artifact.blobs.items() if digest not in tally.done]
+    tally.done.update(descriptor.digest for descriptor, _ in todo)
+
+    def one(item: tuple[Descriptor, BlobSource]) -> tuple[str, int]:
+        return _push_blob(client, repository, item[0], item[1], mount_from, say)
+
+    # Several blobs at once (the shards of a split model, a model and its projector): each
+    # waits on its own round trips and hashing on the registry's side.
+    outcomes = each(todo, one, client.options.transfers, "push")
+    for (descriptor, _), (outcome, sent) in zip(todo, outcomes, strict=True):
+        getattr(tally, outcome).append(descriptor.digest)
+        tally.bytes_sent += sent
+
+
+def _push_blob(
+    client: RegistryClient,
+    repository: str,
+    descriptor: Descriptor,
+    source: BlobSource,
+    mount_from: Sequence[str],
+    say: Report,
+) -> tuple[str, int]:
+    """``("present" | "mounted" | "uploaded", bytes sent)`` for one blob."""
+    digest = descriptor.digest
+    size = client.blob_size(repository, digest)
+    if size is not None:
+        if size not in (-1, descriptor.size):
+            raise RegistryError(
+                f"the registry holds blob {digest} with {size} bytes, "
+                f"its descriptor says {descriptor.size}",
+                f"{client.registry}/{repository}",
+            )
+        return "present", 0
+    if any(
+        source_repo != repository and client.mount_blob(repository, digest, source_repo)
+        for source_repo in mount_from
+    ):
+        say(f"mounted {digest[:19]} from another repository")
+        return "mounted", 0
+    say(f"uploading {digest[:19]} ({descriptor.size} bytes)")
+    return "uploaded", client.upload_blob(repository, descriptor, source)

@@ -13,10 +13,12 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
-from harness.errors import DigestError, RegistryError
+from harness._progress import Progress, progress
+from harness.errors import DigestError, RegistryError, TransferStopped
 from harness.oci import Descriptor
 
 from ._http import Body, Http, Response, registry_error
+from ._parallel import stop_point
 from ._token import Scope
 
 __all__ = ["BlobSource", "upload_blob"]
@@ -29,14 +31,21 @@ def upload_blob(
     http: Http, repository: str, descriptor: Descriptor, source: BlobSource, scope: Scope
 ) -> int:
     """Upload ``source`` as ``descriptor``; returns the bytes sent, resends included."""
-    upload = _Upload(http, repository, descriptor, source, scope)
-    return upload.run()
+    with progress(f"push {descriptor.digest[7:19]}", descriptor.size) as bar:
+        return _Upload(http, repository, descriptor, source, scope, bar).run()
 
 
 class _Upload:
     def __init__(
-        self, http: Http, repository: str, descriptor: Descriptor, source: BlobSource, scope: Scope
+        self,
+        http: Http,
+        repository: str,
+        descriptor: Descriptor,
+        source: BlobSource,
+        scope: Scope,
+        bar: Progress,
     ) -> None:
+        self.bar = bar
         self.http = http
         self.repository = repository
         self.descriptor = descriptor
@@ -108,7 +117,8 @@ class _Upload:
                 method, url, scope=self.scope, headers=headers, body=body, retry=False
             )
         except RegistryError as exc:
-            if exc.status is not None or not _is_connection_error(exc):
+            stopped = isinstance(exc, TransferStopped)
+            if stopped or exc.status is not None or not _is_connection_error(exc):
                 raise
             raise _Broken(str(exc)) from None
 
@@ -159,8 +169,11 @@ class _Upload:
 
     def _body(self, offset: int, length: int) -> Body:
         def chunks() -> Iterator[bytes]:
+            self.bar.update(offset)  # a resend starts where the registry said it stopped
             for piece in _slices(self.source, offset, length):
+                stop_point()
                 self.sent += len(piece)
+                self.bar.advance(len(piece))
                 yield piece
 
         return Body(length, chunks)

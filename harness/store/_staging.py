@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness._fs import sweep_stale
-from harness.distribution import ImageSource
+from harness.distribution import ImageSource, open_blob
 from harness.errors import StoreError
 from harness.oci import Descriptor
 
@@ -40,14 +40,13 @@ def fetch_small(source: ImageSource, descriptor: Descriptor, name: str) -> bytes
 
 def room_needed(
     paths: StorePaths,
-    source: ImageSource,
     small: Sequence[Descriptor],
     layers: Sequence[Descriptor],
     config: Mapping[str, Any],
 ) -> int:
     """The most disk a pull takes while it runs: the blobs the store lacks (``small``: the
-    manifest, index and config; raw layers), every tar layer it lacks unpacked, and the largest
-    such layer's download, which lives beside its unpacked files until they are checked.
+    manifest, index and config; raw layers) and every tar layer it lacks unpacked (a download
+    is unpacked as it comes in: it takes no room of its own).
 
     A compressed layer's unpacked size is only known once unpacked; the floor taken is its
     compressed size (quantized weights hardly compress), raised to the GGUF bytes a seed
@@ -75,8 +74,7 @@ def room_needed(
     unpacked = sum(d.size for d in tars.values())
     if tars and len(tars) == all_tars:
         unpacked = max(unpacked, _declared_size(config))
-    downloads = [d.size for d in tars.values() if source.local(d) is None]
-    return needed + unpacked + max(downloads, default=0)
+    return needed + unpacked
 
 
 def sweep_staging(paths: StorePaths) -> int:
@@ -140,19 +138,16 @@ class Staging:
         if descriptor.digest in self.layers:
             return LayerIndex.load(staged / "index.json"), staged / "fs"
         local = self.source.local(descriptor)
-        blob = local or self.txn / f"download-{descriptor.digest[7:]}"
-        if local is None:
+        if local is not None:  # unverified: unpack_layer checks its digest as it reads
+            index = unpack_layer(local, descriptor, diff_id, staged, self.limits)
+        else:
+            # Unpacked as it downloads: the model's bytes are written once, never read back;
+            # the stream ends only once the download's digest checked.
             self.say(f"fetching {descriptor.digest[:19]} ({descriptor.size} bytes)")
-            with open(blob, "wb") as out:
-                self.source.fetch(descriptor, out)
-        try:
-            # A local file is unverified; a download was verified as it came in.
-            index = unpack_layer(
-                blob, descriptor, diff_id, staged, self.limits, verify_digest=local is not None
-            )
-        finally:
-            if local is None:
-                blob.unlink(missing_ok=True)
+            with open_blob(self.source, descriptor) as stream:
+                index = unpack_layer(
+                    stream, descriptor, diff_id, staged, self.limits, verify_digest=False
+                )
         self.layers[descriptor.digest] = staged
         return index, staged / "fs"
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from harness._fs import ensure_room
 from harness.distribution import (
+    DEFAULT_TRANSFERS,
     ImageSource,
     LayoutImageSource,
     ManifestBlob,
@@ -31,6 +32,7 @@ from harness.distribution import (
     RegistryError,
     RegistryImageSource,
     RegistryOptions,
+    each,
     parse_descriptor,
 )
 from harness.errors import StoreError
@@ -42,7 +44,7 @@ from ._merge import LayerSource, RawFile, build_model, plan_model
 from ._records import Collected, ModelRow, ModelSummary, StoredModel
 from ._root import RefEntry, StorePaths, read_refs, store_root, write_refs
 from ._staging import Staging, fetch_small, fsync_dir, relocate, room_needed, sweep_staging
-from ._unpack import UnpackLimits, layer_compression
+from ._unpack import LayerIndex, UnpackLimits, layer_compression
 
 __all__ = ["Store"]
 
@@ -183,7 +185,7 @@ class Store:
         small = [manifest.descriptor, config_descriptor]
         if index is not None:
             small.append(index.descriptor)
-        needed = room_needed(self.paths, source, small, layers, config)
+        needed = room_needed(self.paths, small, layers, config)
         # Before the store is created or anything staged: a pull that cannot fit leaves nothing.
         ensure_room(self.paths.root, needed, f"the pull of {name}")
         self.paths.create()
@@ -192,16 +194,25 @@ class Store:
         try:
             staged = Staging(self.paths, txn, self.limits, source, say, name)
             diff_ids = _diff_ids(config, len(layers))
-            sources: list[LayerSource] = []
-            raw_paths: dict[str, str] = {}
-            taken: set[str] = set()
-            for number, layer in enumerate(layers):
+            # Each distinct layer fetched (and unpacked) once, several at a time.
+            unique = {layer.digest: number for number, layer in enumerate(layers)}
+            firsts = sorted(unique.values())
+
+            def fetch(number: int) -> tuple[LayerIndex, Path] | Path:
+                layer = layers[number]
                 if layer_compression(layer.media_type) is not None:
-                    sources.append(staged.layer(layer, diff_ids[number]))
+                    return staged.layer(layer, diff_ids[number])
+                return staged.raw(layer)
+
+            fetched = dict(zip(firsts, each(firsts, fetch, DEFAULT_TRANSFERS, "pull"), strict=True))
+            sources: list[LayerSource] = []
+            taken: set[str] = set()
+            for layer in layers:
+                got = fetched[unique[layer.digest]]
+                if isinstance(got, Path):
+                    sources.append(RawFile(raw_file_path(layer, taken), got, layer.size))
                 else:
-                    path = raw_file_path(layer, taken)
-                    raw_paths[layer.digest] = path
-                    sources.append(RawFile(path, staged.raw(layer), layer.size))
+                    sources.append(got)
             plan = plan_model(sources, name)
             staged.put_bytes(manifest.digest, manifest.data)
             staged.put_bytes(config_descriptor.digest, config_bytes)

@@ -158,10 +158,18 @@ class TarWriter:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(path, flags, 0o600)
         with os.fdopen(fd, "wb") as out:
-            data = tar.extractfile(member)
-            if data is not None:
-                while chunk := data.read(_CHUNK):
-                    out.write(chunk)
+            # Straight from the layer's stream (tarfile's file object for this member would
+            # copy every piece twice more): the reader is at the member's data.
+            source = tar.fileobj
+            assert source is not None
+            source.seek(member.offset_data)
+            left = member.size
+            while left:
+                chunk = source.read(min(_CHUNK, left))
+                if not chunk:
+                    raise tarfile.ReadError("unexpected end of data")
+                out.write(chunk)
+                left -= len(chunk)
             out.flush()
             os.fsync(out.fileno())
         # Read-only: the file is hard-linked into every model that uses it.
