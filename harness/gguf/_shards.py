@@ -10,10 +10,9 @@ from __future__ import annotations
 import os
 import re
 
-from gguf import Keys
-
 from harness.errors import GGUFError, Location
 
+from ._constants import Keys
 from ._facts import GGUFFacts, derive_facts
 from ._header import parse_header
 from ._records import GGUFHeader
