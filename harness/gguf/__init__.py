@@ -13,7 +13,7 @@ from ._facts import GGUFFacts, derive_facts
 from ._file_type import FileType, file_type, file_type_name, model_file_type
 from ._header import read_header
 from ._records import ArraySummary, GGUFHeader, MetadataField, MetadataValue, TensorInfo
-from ._shards import read_facts, shard_paths
+from ._shards import read_facts, shard_names, shard_paths
 
 __all__ = [
     "GGML_QUANT_SIZES",
@@ -33,5 +33,6 @@ __all__ = [
     "model_file_type",
     "read_facts",
     "read_header",
+    "shard_names",
     "shard_paths",
 ]
