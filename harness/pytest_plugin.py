@@ -11,24 +11,20 @@ import os
 import warnings
 from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
 from harness.errors import HarnessError, HarnessWarning, Location, SpecError, UsageError
 from harness.expect import NO_CHECKS, Check, ModelSpec, evaluate, load_spec, update_from_report
-from harness.pipeline import (
-    Pipeline,
-    check_memory,
-    publish_all,
-    run_record,
-    template_warning,
-)
 from harness.report import ItemRecord, Report, publish_lines
+
+if TYPE_CHECKING:  # the chain is imported when an item first runs: pytest loads this plugin
+    from harness.pipeline import Pipeline  # in every session, and collection needs none of it
 
 __all__ = ["BudgetItem", "CheckItem", "ModelFile", "ModelItem", "SmokeItem"]
 
-_pipeline_key = pytest.StashKey[Pipeline]()
+_pipeline_key = pytest.StashKey["Pipeline"]()
 _report_key = pytest.StashKey[Report]()
 _outcome_key = pytest.StashKey["Outcome"]()
 _specs_key = pytest.StashKey[dict[str, ModelSpec]]()
@@ -77,10 +73,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[_pipeline_key] = Pipeline(Path(config.getoption("--harness-out")))
     config.stash[_report_key] = Report()
     config.stash[_collected_key] = {}
     config.stash[_specs_key] = {}
+
+
+def _pipeline(config: pytest.Config) -> Pipeline:
+    if _pipeline_key not in config.stash:  # made when first needed (see the import above)
+        from harness.pipeline import Pipeline
+
+        config.stash[_pipeline_key] = Pipeline(Path(config.getoption("--harness-out")))
+    return config.stash[_pipeline_key]
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> ModelFile | None:
@@ -107,10 +110,7 @@ class ModelFile(pytest.File):
         for mark in spec.marks:
             self.config.addinivalue_line("markers", f"{mark}: declared in a model.yaml")
             self.add_marker(mark)
-        items = [
-            *_tree(self, spec, list(spec.checks), depth=0),
-            *_section_groups(self, spec),
-        ]
+        items = [*_tree(self, spec, list(spec.checks), depth=0), *_section_groups(self, spec)]
         if not items:
             # Nothing to check is no pass: say what is missing instead of pytest's silent exit 5.
             raise SpecError(NO_CHECKS, Location(_display_path(self.path), 1))
@@ -188,7 +188,7 @@ class ModelItem(pytest.Item):
 
     @property
     def pipeline(self) -> Pipeline:
-        return self.config.stash[_pipeline_key]
+        return _pipeline(self.config)
 
     def measure(self) -> Outcome:
         raise NotImplementedError
@@ -243,6 +243,8 @@ class BudgetItem(ModelItem):
 
     def measure(self) -> Outcome:
         assert self.spec.memory is not None
+        from harness.pipeline import check_memory
+
         result = check_memory(self.pipeline.artifact(self.spec), self.spec.memory, self.index)
         limits = {c.what: c.limit for c in result.checks}
         used = {c.what: c.used for c in result.checks}
@@ -257,6 +259,8 @@ class SmokeItem(ModelItem):
     section = "smoke"
 
     def measure(self) -> Outcome:
+        from harness.pipeline import run_record, template_warning
+
         run = self.pipeline.smoke(self.spec)
         artifact = self.pipeline.artifact(self.spec)
         record = self.config.stash[_report_key].model(str(self.spec.path), self.spec.name)
@@ -319,7 +323,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not only:
         return
     try:
-        wanted = config.stash[_pipeline_key].select(config.stash[_specs_key].values(), only)
+        wanted = _pipeline(config).select(config.stash[_specs_key].values(), only)
     except UsageError as error:
         raise pytest.UsageError(str(error)) from None
     keep = [i for i in items if not isinstance(i, ModelItem) or str(i.spec.path) in wanted]
@@ -347,9 +351,7 @@ def pytest_runtest_makereport(
 
 def _record(item: ModelItem, report: pytest.TestReport) -> None:
     measured = item.stash.get(_outcome_key, None)
-    outcome = report.outcome if report.when == "call" else "error"
-    if report.skipped:
-        outcome = "skipped"
+    outcome = "skipped" if report.skipped else report.outcome if report.when == "call" else "error"
     message = measured.message if measured is not None else ""
     if measured is None and report.failed and report.longrepr is not None:
         message = str(report.longrepr).strip().splitlines()[-1].strip()
@@ -375,13 +377,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     report = config.stash[_report_key]
     publishing = config.getoption("--publish") and not config.getoption("collectonly")
     specs, collected = config.stash[_specs_key], config.stash[_collected_key]
-    if publishing and not publish_all(config.stash[_pipeline_key], report, specs, collected):
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if publishing:
+        from harness.pipeline import publish_all
+
+        if not publish_all(_pipeline(config), report, specs, collected):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if config.getoption("--update-expectations"):
         updates = update_from_report(specs, report)
         config.stash[_updates_key] = [line for u in updates for line in (u.diff, *u.left) if line]
-    path = config.getoption("--harness-report")
-    if path:
+    if path := config.getoption("--harness-report"):
         report.write(path)
 
 

@@ -82,3 +82,26 @@ def test_gguf_py_imported_later_shares_the_constants() -> None:
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_collecting_models_loads_none_of_the_chain(tmp_path: Path) -> None:
+    """pytest loads the plugin in every session; collecting (matrix cells, --collect-only, -k)
+    reads model.yaml files and nothing else: the chain comes when an item first runs."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.yaml").write_text(
+            f"schemaVersion: 1\nname: {name}\nsource: {{gguf: m.gguf}}\n"
+            "expect: {architecture: llama}\nmemory: {budgets: [{name: gpu, vram: 1GiB}]}\n"
+        )
+    probe = (
+        "import sys, pytest;"
+        f"code = pytest.main([{str(tmp_path)!r}, '--collect-only', '-q', '-pno:cacheprovider']);"
+        "print(code, sorted(m for m in sys.modules if m.startswith('harness.pipeline')"
+        " or m.split('.')[0] in ('numpy', 'urllib3', 'docker') or m == 'gguf'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "4 tests collected" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "0 []"

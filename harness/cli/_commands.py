@@ -325,7 +325,7 @@ def remove_command(args: argparse.Namespace) -> int:
 
 
 def matrix_command(args: argparse.Namespace) -> int:
-    from harness.action import matrix
+    from harness.expect import matrix
 
     print(json.dumps(matrix(args.paths or ["."])))
     return 0
