@@ -1560,3 +1560,28 @@ def test_skopeo_reads_and_copies_a_built_image(tmp_path: Path, single_stage: Bui
     assert copied.config == single_stage.image.config
     assert copied.layers == single_stage.image.layers
     assert files(copied) == files(single_stage.image)
+
+
+@llama_cpp
+def test_variants_convert_their_shared_base_once(
+    tmp_path: Path, tiny_llama: Path, monkeypatch: pytest.MonkeyPatch, fresh_cache: Path
+) -> None:
+    """A model's quant variants (model.yaml build.variants: one build per QUANTIZE_TYPE) share
+    the CONVERT stage: the step cache keys it by its own inputs, not the build args, so on one
+    runner the converter runs once and llama-quantize once per variant."""
+    _needs_converter()
+    converts: list[Path] = []
+    quantizes = _count_quantize(monkeypatch)
+    real: Callable[..., Any] = steps.convert
+
+    def counting(source: Path, *args: Any, **kwargs: Any) -> Any:
+        converts.append(source)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(steps, "convert", counting)
+    context = _context(tmp_path, "multi-stages", llama=tiny_llama)
+    for variant in ("Q4_K_M", "Q5_K_M", "Q8_0"):
+        built = _build(context, tmp_path / variant, build_args={"QUANTIZE_TYPE": variant})
+        assert f"tiny-llama.{variant}.gguf" in built.ggufs
+    assert len(converts) == 1
+    assert len(quantizes) == 3

@@ -661,3 +661,30 @@ def test_hostile_yaml_is_one_error_quickly_and_never_a_traceback(
     assert time.perf_counter() - began < 2.0
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 << 10  # KiB
     assert any(message in p for p in problems), problems
+
+
+def _yaml_inputs() -> list[Path]:
+    root = Path(__file__).resolve().parent
+    data, models = root / "data", root.parent / "models"
+    fuzz = data / "fuzz" / "yaml"
+    return sorted({*data.rglob("*.yaml"), *fuzz.iterdir(), *models.rglob("model.yaml")})
+
+
+def test_libyaml_reads_every_file_as_pyyaml_does() -> None:
+    """model.yaml is scanned by libyaml for speed (benchmarks/many_models.py) and falls back to
+    pyyaml on any error: the data, every location and every error must be pyyaml's own."""
+    from harness.expect import _yaml
+
+    assert _yaml._LOADER is not _yaml._Loader  # pyyaml here is built with libyaml
+    for path in _yaml_inputs():
+        text = path.read_bytes().decode("utf-8", "replace")
+        results = []
+        for loader in (_yaml._LOADER, _yaml._Loader):
+            try:
+                got = _yaml._compose(text, str(path), loader)
+                results.append((repr(got.data), got.keys, got.values))
+            except SpecError as error:
+                results.append(("error", str(error)))
+        if results[0][0] == "error":
+            continue  # the fast reader refused it: loads_located reads it again with pyyaml
+        assert results[0] == results[1], path

@@ -24,7 +24,7 @@ from harness.builder._steps import Steps
 from harness.builder._store import ContentStore, cache_root
 from harness.builder._tree import Tree, clean_path
 from harness.errors import BuildError, Location
-from harness.gguf import read_header
+from harness.gguf import read_header, shard_names
 from harness.oci import (
     COMPRESSIONS,
     LABEL_PREFIX,
@@ -222,9 +222,13 @@ class _Builder:
                 writer.add_stored_blob(blob, layer.descriptor)
             manifest = writer.add_image(config, [layer for layer, _blob in layers])
             writer.tag(manifest, self.options.tag)
+        # A split model's other shards too (by name: -00002-of-00003.gguf beside the first), so
+        # that every later stage links them from the store rather than extracting a copy.
         files = {
-            role.path: self.store.path(state.tree[clean_path(role.path)].digest)
+            path: self.store.path(state.tree[clean_path(path)].digest)
             for role in cmd_roles(cmd)
+            for path in shard_names(role.path)
+            if clean_path(path) in state.tree
         }
         return BuildResult(
             self.options.output,
@@ -246,10 +250,20 @@ class _Builder:
                 raise BuildError(
                     f"CMD names {role.path} ({role.flag}), which is not in the image", where
                 )
-            node = tree[path]
-            header = read_header(self.store.path(node.digest))
-            entry = gguf_entry(header, role.path, role.index)
-            entries.setdefault(role.kind, []).append((entry, node.size))
+            # A split model's entry is all its shards' (the seed's parser reads them all); each
+            # must be in the image, or llama.cpp could not load it.
+            shards = shard_names(role.path)
+            lost = [p for p in shards[1:] if clean_path(p) not in tree]
+            if lost:
+                raise BuildError(
+                    f"CMD names {role.path}, shard 1 of {len(shards)}, but {lost[0]} is not in"
+                    " the image: COPY every shard",
+                    where,
+                )
+            nodes = [tree[clean_path(p)] for p in shards]
+            headers = [read_header(self.store.path(n.digest)) for n in nodes]
+            entry = gguf_entry(headers, role.path, role.index)
+            entries.setdefault(role.kind, []).append((entry, sum(n.size for n in nodes)))
         return entries
 
     def _layer(self, layer: Change | BaseLayer) -> tuple[Layer, Path]:

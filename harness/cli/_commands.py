@@ -1,6 +1,8 @@
 """The CLI's commands: each takes the parsed arguments, calls the chain, prints what it gives.
 
-Imported only once a command was parsed, so that ``gguf-harness --help`` loads none of the chain.
+Imported only once a command was parsed, so that ``gguf-harness --help`` loads none of the chain;
+and each command imports the part of the chain it calls, so that ``inspect FILE`` reads a header
+without loading the builder, the registry client, jsonschema or numpy (tests/test_startup.py).
 """
 
 from __future__ import annotations
@@ -8,37 +10,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from harness import _progress
-from harness.action import matrix, run_action
-from harness.builder import BuildOptions, build_with
-from harness.distribution import RegistryOptions, push_layout
 from harness.errors import UsageError, printable
-from harness.estimate import estimate_run
-from harness.expect import load_spec, validate
-from harness.gguf import read_facts
-from harness.packerfile import lint
-from harness.pipeline import (
-    diff_models,
-    init_model,
-    lint_model,
-    model_build_options,
-    resolve_artifact,
-)
-from harness.smoke import SmokeCheck, dry_run, front, ports, server_command, smoke, start
-from harness.store import Store
-from harness.toolchain import build_programs, link_python_library, toolchain_report
 from harness.units import format_size, parse_size
 
-from ._quality import quality_command as quality_command  # dispatched by name
-from ._tables import estimate_table, facts_table, print_rows, print_summary
+from ._serve import run_command, smoke_command
+
+if TYPE_CHECKING:
+    from harness.gguf import GGUFFacts
 
 __all__ = [
     "action_command",
@@ -52,6 +36,7 @@ __all__ = [
     "matrix_command",
     "pull_command",
     "push_command",
+    "quality_command",
     "remove_command",
     "run_command",
     "smoke_command",
@@ -62,26 +47,39 @@ __all__ = [
 
 
 def inspect_command(args: argparse.Namespace) -> int:
+    from harness.gguf import read_facts
+
     if not any(_on_disk(name) for name in args.files):
         # Not files: stored models. A summary to read; --json: the full image config.
+        from harness.store import Store
+
         store = Store()
         if args.json:
             configs = [store.inspect(ref) for ref in args.files]
             print(json.dumps(configs[0] if len(configs) == 1 else configs, indent=2))
             return 0
+        from ._tables import print_summary
+
         for ref in args.files:
             print_summary(store.summary(ref))
         return 0
     # GGUF files, OCI layouts and model directories alike: the facts of the model each names.
     facts = [
-        read_facts(name) if Path(name).is_file() else resolve_artifact(name).subject.facts
-        for name in args.files
+        read_facts(name) if Path(name).is_file() else _artifact_facts(name) for name in args.files
     ]
     if args.json:
         print(json.dumps([f.to_json() for f in facts], indent=2))
         return 0
-    Console().print(facts_table(facts))
+    from ._tables import print_facts
+
+    print_facts(facts)
     return 0
+
+
+def _artifact_facts(name: str) -> GGUFFacts:
+    from harness.pipeline import resolve_artifact
+
+    return resolve_artifact(name).subject.facts
 
 
 def _on_disk(name: str) -> bool:
@@ -92,6 +90,8 @@ def _on_disk(name: str) -> bool:
 
 
 def validate_command(args: argparse.Namespace) -> int:
+    from harness.expect import validate
+
     failed = False
     for path in args.files:
         problems = validate(path)
@@ -105,6 +105,10 @@ def validate_command(args: argparse.Namespace) -> int:
 
 
 def lint_command(args: argparse.Namespace) -> int:
+    from harness.expect import load_spec
+    from harness.packerfile import lint
+    from harness.pipeline import lint_model
+
     # A model directory is linted with every set of build args its model.yaml builds with.
     models = [Path(p) for p in args.paths if (Path(p) / "model.yaml").is_file()]
     problems = lint([Path(p) for p in args.paths if Path(p) not in models])
@@ -126,6 +130,12 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
 
 
 def build_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from harness.builder import BuildOptions, build_with
+    from harness.expect import load_spec
+    from harness.pipeline import model_build_options
+
     name, _, tag = args.tag.rpartition(":") if ":" in args.tag else (args.tag, "", "latest")
     # A model directory builds as its model.yaml says; what the command line gives wins.
     model_yaml = Path(args.context) / "model.yaml"
@@ -189,12 +199,20 @@ def _estimate_words(words: list[str]) -> tuple[list[str], list[int], int | None,
 
 
 def _positive(value: str, flag: str) -> int:
+
     if not value.isdigit() or int(value) < 1:
         raise UsageError(f"{flag}: {value!r} is not a positive number")
     return int(value)
 
 
 def estimate_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from harness.estimate import estimate_run
+    from harness.pipeline import resolve_artifact
+
+    from ._tables import estimate_table
+
     artifact = resolve_artifact(args.model)
     server, gpu_sizes, step, as_json = _estimate_words(args.words)
     drafter, projector = artifact.role_files("drafter"), artifact.role_files("projector")
@@ -228,6 +246,8 @@ def estimate_command(args: argparse.Namespace) -> int:
 
 
 def init_command(args: argparse.Namespace) -> int:
+    from harness.pipeline import init_model
+
     for path in init_model(Path(args.directory), args.source):
         print(f"wrote {path}")
     print(f"next: gguf-harness test {args.directory}")
@@ -235,6 +255,8 @@ def init_command(args: argparse.Namespace) -> int:
 
 
 def diff_command(args: argparse.Namespace) -> int:
+    from harness.pipeline import diff_models, resolve_artifact
+
     before, after = resolve_artifact(args.before), resolve_artifact(args.after)
     result = diff_models(before, after, (args.before, args.after))
     if args.json:
@@ -253,6 +275,8 @@ def diff_command(args: argparse.Namespace) -> int:
 
 
 def push_command(args: argparse.Namespace) -> int:
+    from harness.distribution import RegistryOptions, push_layout
+
     _progress.configure(quiet=args.quiet)
     directory, colon, tag = args.layout.rpartition(":")
     if not colon or "/" in tag:
@@ -270,6 +294,9 @@ def push_command(args: argparse.Namespace) -> int:
 
 
 def pull_command(args: argparse.Namespace) -> int:
+    from harness.distribution import RegistryOptions
+    from harness.store import Store
+
     _progress.configure(quiet=args.quiet)
     model = Store().pull(
         args.reference,
@@ -281,6 +308,10 @@ def pull_command(args: argparse.Namespace) -> int:
 
 
 def list_command(args: argparse.Namespace) -> int:
+    from harness.store import Store
+
+    from ._tables import print_rows
+
     rows = Store().rows()
     if args.json:
         print(json.dumps([asdict(row) for row in rows], indent=2))
@@ -290,6 +321,8 @@ def list_command(args: argparse.Namespace) -> int:
 
 
 def remove_command(args: argparse.Namespace) -> int:
+    from harness.store import Store
+
     store = Store()
     for reference in args.references:
         collected = store.remove(reference)
@@ -297,60 +330,22 @@ def remove_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_command(args: argparse.Namespace) -> int:
-    command = server_command(args.image, args.server_args)
-    # llama-server has no --system-prompt-file: a proxy on the port asked for adds the prompt.
-    inner, note = ports(command, args.port)
-    if args.dry_run:
-        print(dry_run(command, args.by, port=inner).command_line)
-        if note:
-            print(note, file=sys.stderr)
-        return 0
-    # A signal while the server loads stops it too (start() cleans up on any exception); once it
-    # serves, Server.serve passes each signal on to it and waits.
-    previous = {signum: signal.signal(signum, _interrupted) for signum in _STOP_SIGNALS}
-    try:
-        with start(command, args.by, port=inner) as server, front(server, args.port) as url:
-            if note:
-                print(note, file=sys.stderr)
-            print(f"serving {args.image} at {url} (Ctrl-C stops it)", file=sys.stderr)
-            return server.serve()
-    except _Interrupted as stop:
-        return 128 + stop.signum
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+def quality_command(args: argparse.Namespace) -> int:
+    from ._quality import quality_command as measure
 
-
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-class _Interrupted(BaseException):
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _interrupted(signum: int, _frame: object) -> None:
-    raise _Interrupted(signum)
-
-
-def smoke_command(args: argparse.Namespace) -> int:
-    check = SmokeCheck.from_mapping(
-        {"name": "prompt", "kind": "chat", "prompt": args.prompt, "max_tokens": args.max_tokens}
-    )
-    run = smoke(server_command(args.image, args.server_args), [check], args.by)
-    (result,) = run.results
-    print(result.text if result.text is not None else result.message)
-    return 0 if result.passed else 1
+    return measure(args)
 
 
 def matrix_command(args: argparse.Namespace) -> int:
+    from harness.expect import matrix
+
     print(json.dumps(matrix(args.paths or ["."])))
     return 0
 
 
 def action_command(args: argparse.Namespace) -> int:
+    from harness.action import run_action
+
     report = args.report or os.environ.get("GGUF_HARNESS_REPORT")
     if not report:
         raise UsageError("action: give the report file (or set GGUF_HARNESS_REPORT)")
@@ -358,6 +353,8 @@ def action_command(args: argparse.Namespace) -> int:
 
 
 def toolchain_command(args: argparse.Namespace) -> int:
+    from harness.toolchain import build_programs, link_python_library, toolchain_report
+
     programs = None
     if args.build:
         programs = build_programs(progress=_say)
@@ -380,6 +377,8 @@ def _say(message: str) -> None:
 
 
 def test_command(args: argparse.Namespace) -> int:
+    import subprocess  # here only: a select/threading import that inspect does not need
+
     # A fresh interpreter: pytest must import the plugin (and rewrite asserts) itself, which it
     # cannot do for modules this process has already imported.
     command = [sys.executable, "-m", "pytest", *args.pytest_args]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from harness.gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 __all__ = [
     "CAN_INPLACE",

@@ -10,10 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-
 from harness.errors import GGUFError, Location
-from harness.gguf import ArraySummary, GGUFHeader
+from harness.gguf import GGML_QUANT_SIZES, ArraySummary, GGMLQuantizationType, GGUFHeader
 
 __all__ = ["ModelInfo", "TensorRef", "model_info", "model_info_from_seed"]
 

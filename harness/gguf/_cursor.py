@@ -10,10 +10,9 @@ import mmap
 import struct
 from typing import TypeAlias
 
-from gguf import GGUFValueType
-
 from harness.errors import GGUFError, Location
 
+from ._constants import GGUFValueType
 from ._records import Scalar
 
 Buffer: TypeAlias = bytes | mmap.mmap

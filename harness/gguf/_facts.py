@@ -7,10 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gguf import Keys
-
 from harness.errors import GGUFError, Location
 
+from ._constants import Keys
 from ._file_type import model_file_type
 from ._records import ArraySummary, GGUFHeader, MetadataValue
 

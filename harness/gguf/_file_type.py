@@ -14,9 +14,8 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from gguf import GGMLQuantizationType as T
-from gguf import Keys
-
+from ._constants import GGMLQuantizationType as T
+from ._constants import Keys
 from ._records import GGUFHeader
 
 __all__ = [

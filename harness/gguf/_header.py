@@ -12,7 +12,9 @@ import os
 import struct
 from collections.abc import Callable, Collection
 
-from gguf import (
+from harness.errors import GGUFError, Location
+
+from ._constants import (
     GGML_QUANT_SIZES,
     GGUF_DEFAULT_ALIGNMENT,
     GGUF_MAGIC,
@@ -20,9 +22,6 @@ from gguf import (
     GGUFValueType,
     Keys,
 )
-
-from harness.errors import GGUFError, Location
-
 from ._cursor import STRING_PREFIX, Buffer, Cursor
 from ._records import ArraySummary, GGUFHeader, MetadataField, MetadataValue, TensorInfo
 

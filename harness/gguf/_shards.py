@@ -10,15 +10,14 @@ from __future__ import annotations
 import os
 import re
 
-from gguf import Keys
-
 from harness.errors import GGUFError, Location
 
+from ._constants import Keys
 from ._facts import GGUFFacts, derive_facts
 from ._header import parse_header
 from ._records import GGUFHeader
 
-__all__ = ["read_facts", "shard_paths"]
+__all__ = ["read_facts", "shard_names", "shard_paths"]
 
 _SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5,})-of-(?P<count>\d{5,})\.gguf$")
 _PER_LAYER = tuple(
@@ -81,6 +80,22 @@ def shard_paths(path: str, header: GGUFHeader) -> tuple[str, ...]:
     folder = os.path.dirname(path)
     return tuple(
         os.path.join(folder, f"{match['prefix']}-{number:05d}-of-{count:05d}.gguf")
+        for number in range(1, count + 1)
+    )
+
+
+def shard_names(path: str) -> tuple[str, ...]:
+    """Every shard of a split model by its first shard's name alone (``path`` itself when the
+    name is not a first shard's): what an image must hold as files beside ``-m`` for llama.cpp
+    to load it. Any path form: a host path, or one as an image's Cmd writes it."""
+    folder, _, name = path.rpartition("/")
+    match = _SHARD_NAME.match(name)
+    if match is None or int(match["no"]) != 1:
+        return (path,)
+    count = int(match["count"])
+    head = f"{folder}/" if folder or path.startswith("/") else ""
+    return tuple(
+        f"{head}{match['prefix']}-{number:05d}-of-{count:05d}.gguf"
         for number in range(1, count + 1)
     )
 

@@ -10,9 +10,7 @@ import math
 import struct
 from typing import Any
 
-from gguf import GGUFValueType
-
-from harness.gguf import MetadataField
+from harness.gguf import GGUFValueType, MetadataField
 
 __all__ = ["go_trim", "kv_json"]
 

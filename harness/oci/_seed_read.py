@@ -7,10 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gguf import GGUFValueType, Keys
-
 from harness.errors import Location, OCIError
-from harness.gguf import FileType, file_type
+from harness.gguf import FileType, GGUFValueType, Keys, file_type
 
 from ._media import shown
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from harness.builder import BuildOptions, BuildResult, build_with
 from harness.errors import ArtifactError, HarnessError, StoreError, UsageError
 from harness.expect import ModelSpec, Subject, Variant, load_spec
-from harness.gguf import read_facts
+from harness.gguf import read_facts, shard_names
 from harness.oci import in_image_relative, parse_seed_config, read_layout, unpack
 from harness.packerfile import cmd_roles
 from harness.store import Store, StoredModel
@@ -89,10 +89,15 @@ def model_build_options(spec: ModelSpec, output: Path, variant: Variant | None) 
 
 def artifact_of_result(result: BuildResult) -> Artifact:
     seed = parse_seed_config(result.config, str(result.output))
-    subject = Subject(
-        facts=read_facts(result.files[seed.model.cmd_value]), labels=dict(seed.labels)
-    )
-    return Artifact(subject, seed.cmd, dict(result.files), result.output, result.tag, result)
+    files = dict(result.files)
+    model = seed.model.cmd_value
+    if len(shard_names(model)) > 1:
+        # The build store names files by digest; a split model is read (and estimated) by its
+        # shards' names, so it is read from the image's files, linked from that store.
+        root = unpack(read_layout(result.output, result.tag), shard_names(model), have=files)
+        files[model] = root / in_image_relative(model)
+    subject = Subject(facts=read_facts(files[model]), labels=dict(seed.labels))
+    return Artifact(subject, seed.cmd, files, result.output, result.tag, result)
 
 
 def artifact_of_layout(path: Path, tag: str | None) -> Artifact:
@@ -106,7 +111,7 @@ def artifact_of_layout(path: Path, tag: str | None) -> Artifact:
             raise ArtifactError(
                 f"the image's Cmd names {role.path!r} as a {role.kind}: that is not a file"
             )
-    root = unpack(image, [r.path for r in roles])
+    root = unpack(image, [p for r in roles for p in shard_names(r.path)])
     files = {r.path: root / in_image_relative(r.path) for r in roles}
     subject = Subject(facts=read_facts(files[seed.model.cmd_value]), labels=dict(seed.labels))
     return Artifact(subject, seed.cmd, files, path, tag or image.ref_name)

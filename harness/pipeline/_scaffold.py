@@ -47,11 +47,17 @@ def init_model(directory: Path, source: str) -> list[Path]:
         context = min(facts.context_length or _CONTEXT, _CONTEXT)
         cmd = ["-m", f"/models/{name}", "-c", str(context)]
         weights = os.path.relpath(Path(source).resolve().parent, directory.resolve())
+        # A split model is every shard: llama-server finds the others beside the first.
+        shards = " ".join(Path(p).name for p in facts.paths)
         packerfile: str | None = (
             f"# {name}, packed as it is (written by `gguf-harness init`).\n"
             "FROM scratch\n"
-            f"COPY --from=weights {name} /models/{name}\n"
-            f"CMD {json.dumps(cmd)}\n"
+            + (
+                f"COPY --from=weights {name} /models/{name}\n"
+                if len(facts.paths) == 1
+                else f"COPY --from=weights {shards} /models/\n"
+            )
+            + f"CMD {json.dumps(cmd)}\n"
         )
         head = [
             "build:",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from harness.errors import PublishError
+from harness.gguf import shard_names
 from harness.oci import Image, OCIError, in_image_relative, parse_seed_config, unpack
 from harness.packerfile import cmd_file_args, cmd_roles
 
@@ -55,7 +56,8 @@ def extract_files(image: Image) -> ImageFiles:
         raise PublishError(f"cannot extract the image's files: {exc}") from None
     roles: dict[str, str] = {}
     for named in cmd_roles(seed.cmd):
-        roles.setdefault(in_image_relative(named.path), named.kind)
+        for shard in shard_names(named.path):  # a split model: every shard is the model
+            roles.setdefault(in_image_relative(shard), named.kind)
     for arg in cmd_file_args(seed.cmd):
         if arg.flag == "--chat-template-file":
             roles.setdefault(in_image_relative(arg.path), "chat-template")

@@ -16,13 +16,6 @@ import pytest
 from harness._fs import display_path
 from harness.errors import HarnessError, HarnessWarning, Location, SpecError, UsageError
 from harness.expect import NO_CHECKS, ModelSpec, load_spec, update_from_report
-from harness.pipeline import (
-    Pipeline,
-    diff_all_published,
-    early_template_warnings,
-    publish_all,
-    warn_at,
-)
 from harness.report import ItemRecord, Report, publish_lines
 
 from ._items import (
@@ -34,7 +27,7 @@ from ._items import (
     check_tree,
     mark,
     outcome_key,
-    pipeline_key,
+    pipeline_of,
     report_key,
     section_groups,
 )
@@ -92,7 +85,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[pipeline_key] = Pipeline(Path(config.getoption("--harness-out")))
     config.stash[report_key] = Report()
     config.stash[_collected_key] = {}
     config.stash[_specs_key] = {}
@@ -112,8 +104,11 @@ class ModelFile(pytest.File):
         spec = load_spec(display_path(self.path))
         self.config.stash[_specs_key][str(spec.path)] = spec
         mark(self, spec.marks)
-        for where, caution in early_template_warnings(spec):
-            warn_at(where, caution)  # -W error: a collection error at that line
+        if spec.source is not None and spec.source.kind == "gguf" and spec.smoke is not None:
+            from harness.pipeline import early_template_warnings, warn_at
+
+            for where, caution in early_template_warnings(spec):
+                warn_at(where, caution)  # -W error: a collection error at that line
         items = [
             *check_tree(self, spec, list(spec.checks), depth=0),
             *section_groups(self, spec),
@@ -134,7 +129,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not only:
         return
     try:
-        wanted = config.stash[pipeline_key].select(config.stash[_specs_key].values(), only)
+        wanted = pipeline_of(config).select(config.stash[_specs_key].values(), only)
     except UsageError as error:
         raise pytest.UsageError(str(error)) from None
     keep = [i for i in items if not isinstance(i, ModelItem) or str(i.spec.path) in wanted]
@@ -191,9 +186,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     publishing = config.getoption("--publish") and not config.getoption("collectonly")
     specs, collected = config.stash[_specs_key], config.stash[_collected_key]
     if config.getoption("--diff-published") and not config.getoption("collectonly"):
-        diff_all_published(config.stash[pipeline_key], report, specs)
-    if publishing and not publish_all(config.stash[pipeline_key], report, specs, collected):
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        from harness.pipeline import diff_all_published
+
+        diff_all_published(pipeline_of(config), report, specs)
+    if publishing:
+        from harness.pipeline import publish_all
+
+        if not publish_all(pipeline_of(config), report, specs, collected):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if config.getoption("--update-expectations"):
         updates = update_from_report(specs, report)
         config.stash[_updates_key] = [line for u in updates for line in (u.diff, *u.left) if line]

@@ -5,21 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
 
 from harness.errors import HarnessError, Location
 from harness.expect import Check, ModelSpec, evaluate
-from harness.pipeline import (
-    Pipeline,
-    check_memory,
-    early_template_warnings,
-    judge_quality,
-    run_record,
-    template_warning,
-    warn_at,
-)
 from harness.report import Report
 
 __all__ = [
@@ -34,11 +25,15 @@ __all__ = [
     "mark",
     "outcome_key",
     "pipeline_key",
+    "pipeline_of",
     "report_key",
     "section_groups",
 ]
 
-pipeline_key = pytest.StashKey[Pipeline]()
+if TYPE_CHECKING:  # the chain is imported when an item first runs: pytest loads this plugin
+    from harness.pipeline import Pipeline  # in every session, and collection needs none of it
+
+pipeline_key = pytest.StashKey["Pipeline"]()
 report_key = pytest.StashKey[Report]()
 outcome_key = pytest.StashKey["Outcome"]()
 
@@ -109,7 +104,7 @@ class ModelItem(pytest.Item):
 
     @property
     def pipeline(self) -> Pipeline:
-        return self.config.stash[pipeline_key]
+        return pipeline_of(self.config)
 
     def measure(self) -> Outcome:
         raise NotImplementedError
@@ -162,6 +157,8 @@ class BudgetItem(ModelItem):
 
     def measure(self) -> Outcome:
         assert self.spec.memory is not None
+        from harness.pipeline import check_memory
+
         result = check_memory(self.pipeline.artifact(self.spec), self.spec.memory, self.index)
         limits = {c.what: c.limit for c in result.checks}
         used = {c.what: c.used for c in result.checks}
@@ -176,6 +173,8 @@ class SmokeItem(ModelItem):
     section = "smoke"
 
     def measure(self) -> Outcome:
+        from harness.pipeline import early_template_warnings, run_record, template_warning, warn_at
+
         run = self.pipeline.smoke(self.spec)
         artifact = self.pipeline.artifact(self.spec)
         record = self.config.stash[report_key].model(str(self.spec.path), self.spec.name)
@@ -203,6 +202,8 @@ class QualityItem(ModelItem):
     section = "quality"
 
     def measure(self) -> Outcome:
+        from harness.pipeline import judge_quality
+
         run = self.pipeline.quality(self.spec)
         record = self.config.stash[report_key].model(str(self.spec.path), self.spec.name)
         record.quality = run.to_json()
@@ -255,6 +256,15 @@ def mark(node: pytest.Item | pytest.Collector, marks: Iterable[str]) -> None:
     for name in marks:
         node.config.addinivalue_line("markers", f"{name}: declared in a model.yaml")
         node.add_marker(name)
+
+
+def pipeline_of(config: pytest.Config) -> Pipeline:
+    """The session's Pipeline, made when first needed (see the import above)."""
+    if pipeline_key not in config.stash:
+        from harness.pipeline import Pipeline
+
+        config.stash[pipeline_key] = Pipeline(Path(config.getoption("--harness-out")))
+    return config.stash[pipeline_key]
 
 
 def section_groups(parent: pytest.File, spec: ModelSpec) -> Iterator[pytest.Collector]:

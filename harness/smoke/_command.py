@@ -22,6 +22,7 @@ from pathlib import Path
 
 from harness.builder import BuildResult
 from harness.errors import Location, SmokeError, printable
+from harness.gguf import shard_names
 from harness.oci import (
     Image,
     OCIError,
@@ -192,7 +193,8 @@ def _refuse_host_paths(source: str, cmd: Sequence[str], rewritten: set[int]) -> 
 
 def _needed(seed: SeedConfig) -> list[str]:
     entries = [seed.model, seed.drafter, seed.projector, *seed.adapters]
-    values = [e.cmd_value for e in entries if e is not None and e.cmd_value]
+    # A split model (or drafter) is every shard: llama.cpp opens the others beside the first.
+    values = [v for e in entries if e is not None and e.cmd_value for v in shard_names(e.cmd_value)]
     values += [f.path for f in cmd_file_args(seed.cmd)]
     return list(dict.fromkeys(values))
 

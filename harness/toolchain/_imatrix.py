@@ -13,10 +13,12 @@ import struct
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from harness.errors import ToolchainError
+
+if TYPE_CHECKING:  # numpy only where an imatrix is read or passed: not on the import path
+    import numpy as np
 
 __all__ = ["Imatrix", "load_imatrix"]
 
@@ -66,6 +68,7 @@ def load_imatrix(path: str | Path) -> Imatrix:
 
 
 def _load_gguf(source: Path) -> Imatrix:
+    import numpy as np
     from gguf import GGUFReader
 
     try:
@@ -106,12 +109,16 @@ def _load_gguf(source: Path) -> Imatrix:
 
 
 def _lround(values: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     # std::lround: halves away from zero (numpy's rint would round them to even)
     rounded = np.where(values >= 0, np.floor(values + 0.5), np.ceil(values - 0.5))
     return rounded.astype(np.int64)
 
 
 def _normalise(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     # the mean of the squared activations per column, per expert; an expert never routed to
     # gets neutral weights (1.0), exactly as llama-quantize does
     n_counts = max(counts.size, 1)
@@ -125,6 +132,8 @@ def _normalise(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def _load_legacy(source: Path) -> Imatrix:
+    import numpy as np
+
     data = source.read_bytes()
     reader = _Cursor(source, data)
     n_entries = reader.i32()

@@ -14,9 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import ToolchainError
 
@@ -24,6 +22,9 @@ from ._imatrix import Imatrix, load_imatrix
 from ._llama import Progress
 from ._process import error_line
 from ._qtypes import QuantizeOptions
+
+if TYPE_CHECKING:  # numpy only where an imatrix is read or passed: not on the import path
+    import numpy as np
 
 __all__ = ["quantize_in_process"]
 
@@ -91,6 +92,8 @@ def _binding() -> Any:
 
 
 def _imatrix_array(binding: Any, entries: dict[str, np.ndarray], keep_alive: list[Any]) -> Any:
+    import numpy as np
+
     record = binding.llama_model_imatrix_data
     array = (record * (len(entries) + 1))()  # zeroed: the last record is the terminator
     float_p = ctypes.POINTER(ctypes.c_float)
