@@ -3,9 +3,10 @@
 From the JSON report (``--harness-report``): ``summary_markdown`` for ``$GITHUB_STEP_SUMMARY``
 (checks, memory estimate vs budget as a chart, smoke answers, digests, each model's quant
 ladder: ``ladders``), ``annotations`` at the model.yaml line of each failure with
-``workflow_commands`` to print them, ``write_outputs`` for ``$GITHUB_OUTPUT``; with PyGithub a check run, a sticky PR comment and a release
-(``harness.action._github``, imported only when used). ``run_action`` does all of it the way
-action.yml calls it. ``matrix`` and ``select`` split a repository's models into matrix cells.
+``workflow_commands`` to print them, ``write_outputs`` for ``$GITHUB_OUTPUT``; with PyGithub
+a check run, a sticky PR comment and a release (``harness.action._github``, imported only when
+used). ``run_action`` does all of it the way action.yml calls it. ``matrix`` and ``select``
+split a repository's models into matrix cells.
 """
 
 from harness.action._annotations import (
