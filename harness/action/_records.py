@@ -10,20 +10,35 @@ report format leaves open are settled here:
   list of ``{"reference", "digest"}``, and ``model["digest"]`` as one string.
 - **Locations**: ``item["location"]`` is ``PATH:LINE`` (model.yaml, relative to where the
   harness ran); ``path``/``line`` split it.
+- **Quality**: ``model["quality"]`` (harness/pipeline/_quality.py's ``QualityRun.to_json()``)
+  is kept only with a ``metrics`` mapping; metrics that are not numbers are dropped.
+
+Several reports (one per matrix cell) read together are one Run: ``load_reports``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from harness.errors import UsageError
 
-__all__ = ["Change", "Diff", "Item", "Model", "Run", "load_report", "parse_report"]
+__all__ = [
+    "Change",
+    "Diff",
+    "Item",
+    "Model",
+    "Quality",
+    "Run",
+    "load_report",
+    "load_reports",
+    "parse_report",
+]
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -81,6 +96,19 @@ class Diff:
 
 
 @dataclass(frozen=True)
+class Quality:
+    """The model measured against its quality reference: one rung of its quant ladder."""
+
+    reference: str  # as model.yaml names it: "stage reference", a path, an image
+    variant: str | None  # the build variant (None: the plain build)
+    kind: str  # perplexity | embedding
+    metrics: Mapping[str, float]  # by harness.quality.METRICS name
+    size: int | None = None  # bytes on disk
+    bpw: float | None = None
+    file_type: str = ""
+
+
+@dataclass(frozen=True)
 class Model:
     path: str
     name: str
@@ -90,6 +118,7 @@ class Model:
     published: bool | None = None  # None: publishing was not asked for
     publish_note: str = ""  # why nothing was published
     diff: Diff | None = None
+    quality: Quality | None = None
 
     def count(self, outcome: str) -> int:
         return sum(1 for item in self.items if item.outcome == outcome)
@@ -127,6 +156,16 @@ def load_report(path: str | os.PathLike[str]) -> Run:
     return parse_report(data)
 
 
+def load_reports(paths: Sequence[str | os.PathLike[str]]) -> Run:
+    """Several reports (one per matrix cell) as one Run: their models in the order given."""
+    runs = [load_report(path) for path in paths]
+    if len(runs) == 1:
+        return runs[0]
+    models = tuple(model for run in runs for model in run.models)
+    passed = bool(models) and all(run.passed for run in runs)
+    return Run(passed, next((run.harness for run in runs if run.harness), ""), models)
+
+
 def parse_report(data: Mapping[str, Any]) -> Run:
     models = tuple(_model(m) for m in data.get("models") or [] if isinstance(m, Mapping))
     passed = data.get("passed")
@@ -147,7 +186,29 @@ def _model(raw: Mapping[str, Any]) -> Model:
     if isinstance(publish, Mapping):
         published = bool(publish.get("published"))
         note = str(publish.get("reason") or "")
-    return Model(path, name, passed, items, _digests(raw), published, note, _diff(raw))
+    digests, diff = _digests(raw), _diff(raw)
+    return Model(path, name, passed, items, digests, published, note, diff, _quality(raw))
+
+
+def _quality(raw: Mapping[str, Any]) -> Quality | None:
+    data = raw.get("quality")
+    if not isinstance(data, Mapping) or not isinstance(data.get("metrics"), Mapping):
+        return None
+    metrics = {str(k): float(v) for k, v in data["metrics"].items() if _is_number(v)}
+    size, bpw = data.get("size"), data.get("bpw")
+    return Quality(
+        reference=str(data.get("reference") or ""),
+        variant=_text(data.get("variant")) or None,
+        kind=str(data.get("kind") or ("embedding" if "cosine_mean" in metrics else "perplexity")),
+        metrics=metrics,
+        size=size if isinstance(size, int) and not isinstance(size, bool) else None,
+        bpw=float(bpw) if _is_number(bpw) else None,
+        file_type=str(data.get("file_type") or ""),
+    )
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _diff(raw: Mapping[str, Any]) -> Diff | None:

@@ -1,7 +1,9 @@
 """The action's reporting step: after ``gguf-harness test``, tell GitHub what happened.
 
 ``run_action(report_path, env)`` reads the runner's environment (``env``, normally
-``os.environ``) and the JSON report, then: appends the summary to ``$GITHUB_STEP_SUMMARY``,
+``os.environ``) and the JSON report (or several, one per matrix cell, read as one run: a job
+after the matrix shows every variant's quant ladder), then: appends the summary to
+``$GITHUB_STEP_SUMMARY`` (without one, as on a laptop, prints the quant ladders),
 prints the most important ``::error`` annotations, writes the ``passed``, ``report`` and
 ``digests`` outputs to ``$GITHUB_OUTPUT``, and, with a token, creates a check run, updates the
 pull request's sticky comment and, on a tag, the release. A failing GitHub call (a fork's
@@ -29,14 +31,15 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from harness.action._annotations import Annotation, workflow_commands
 from harness.action._annotations import annotations as find_annotations
+from harness.action._ladder import ladder_markdown, ladders
 from harness.action._outputs import append_summary, write_outputs
-from harness.action._records import Run, load_report
+from harness.action._records import Run, load_reports
 from harness.action._summary import COMMENT_LIMIT, summary_markdown
 from harness.errors import UsageError
 
@@ -46,20 +49,21 @@ _RELEASE_LIMIT = 120_000  # GitHub refuses release notes over 125,000 characters
 
 
 def run_action(
-    report_path: str | os.PathLike[str],
+    report_path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     env: Mapping[str, str],
     *,
     out: TextIO | None = None,
 ) -> int:
     """Report ``report_path`` to GitHub as described above; 0, or 1 when checks failed."""
     stream = out or sys.stdout
+    paths = [report_path] if isinstance(report_path, str | os.PathLike) else list(report_path)
 
     def say(line: str) -> None:
         # Workflow commands are read from stdout, line by line, as they come.
         print(line, file=stream, flush=True)
 
     try:
-        run: Run | None = load_report(report_path)
+        run: Run | None = load_reports(paths)
     except UsageError as error:
         run = None
         status = env.get("GGUF_HARNESS_TEST_EXIT", "")
@@ -70,6 +74,9 @@ def run_action(
     if summary_path:
         text = summary_markdown(run, footer=footer) if run else _no_report(env)
         append_summary(summary_path, text)
+    elif run is not None:
+        for ladder in ladders(run):
+            say(ladder_markdown(ladder, compact=True))
     found: list[Annotation] = []
     if run is not None:
         found = find_annotations(run, root=env.get("GITHUB_WORKSPACE") or None)
@@ -82,7 +89,7 @@ def run_action(
             output_path,
             {
                 "passed": "true" if passed else "false",
-                "report": str(Path(report_path).absolute()),
+                "report": str(Path(paths[0]).absolute()),
                 "digests": json.dumps(digests, sort_keys=True),
             },
         )

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.action._chart import mermaid_chart, usage_table
+from harness.action._ladder import quant_ladders
 from harness.action._memory import memory_bars
 from harness.action._records import Diff, Item, Model, Run, parse_report
 from harness.units import format_size
@@ -43,6 +44,9 @@ def summary_markdown(
     budget = limit - _size(head) - _size(tail)
     parts: list[str] = []
     left_out: list[str] = []
+    ladders = quant_ladders(run, budget - _NOTE_ROOM)  # variants side by side, before details
+    parts.append(ladders)
+    budget -= _size(ladders)
     # Failed models first: they are what a reader opens the summary for.
     for model in sorted(run.models, key=lambda m: m.passed):
         for render in (_model_full, _model_compact):

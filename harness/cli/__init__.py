@@ -119,7 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     action = commands.add_parser(
         "action", help="GitHub: job summary, annotations, outputs, check run, PR comment"
     )
-    action.add_argument("report", nargs="?", metavar="REPORT", help="a --harness-report file")
+    action.add_argument(
+        "report",
+        nargs="*",
+        metavar="REPORT",
+        help="--harness-report files (several: one per matrix cell, read as one run)",
+    )
     action.set_defaults(run="action")
 
     est = commands.add_parser(

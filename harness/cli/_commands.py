@@ -346,10 +346,10 @@ def matrix_command(args: argparse.Namespace) -> int:
 def action_command(args: argparse.Namespace) -> int:
     from harness.action import run_action
 
-    report = args.report or os.environ.get("GGUF_HARNESS_REPORT")
-    if not report:
+    reports = args.report or [os.environ.get("GGUF_HARNESS_REPORT") or ""]
+    if not all(reports):
         raise UsageError("action: give the report file (or set GGUF_HARNESS_REPORT)")
-    return run_action(report, os.environ)
+    return run_action(reports, os.environ)
 
 
 def toolchain_command(args: argparse.Namespace) -> int:
