@@ -264,7 +264,7 @@ def test_matrix_lists_every_model(pytestconfig: pytest.Config) -> None:
     done = run("matrix", str(pytestconfig.rootpath / "models"))
     assert done.returncode == 0, done.stderr
     names = sorted(cell["name"] for cell in json.loads(done.stdout)["include"])
-    assert names == ["all-minilm-l6-v2", "smollm2-135m-instruct"]
+    assert set(names) == {"all-minilm-l6-v2", "smollm2-135m-instruct", "smollm2-ladder"}
 
 
 @pytest.mark.parametrize("model", ["/", "/app/.."])
