@@ -44,7 +44,8 @@ def repo(tmp_path: Path) -> Path:
 def test_matrix_of_this_repository() -> None:
     cells = matrix([ROOT / "models"])["include"]
     assert [(Path(c["model"]).name, c["name"], c["variant"], c["only"]) for c in cells] == [
-        ("minilm", "all-minilm-l6-v2", "", "all-minilm-l6-v2"),
+        ("minilm", "all-minilm-l6-v2", "q8_0", "all-minilm-l6-v2:q8_0"),
+        ("minilm", "all-minilm-l6-v2", "q4_0", "all-minilm-l6-v2:q4_0"),
         ("smollm2", "smollm2-135m-instruct", "", "smollm2-135m-instruct"),
         ("smollm2-ladder", "smollm2-ladder", "q8_0", "smollm2-ladder:q8_0"),
         ("smollm2-ladder", "smollm2-ladder", "q4_k_m", "smollm2-ladder:q4_k_m"),
