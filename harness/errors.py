@@ -25,7 +25,8 @@ control character escaped. Packages raise these classes; none defines its own.
     ├── RegistryError       registries (``status``, ``code``; never a credential)
     │   ├── AuthError
     │   ├── NotFoundError
-    │   └── DigestError
+    │   ├── DigestError
+    │   └── TransferStopped     given up because another transfer of the command failed
     └── PublishError        converting or publishing an image
 
 The CLI prints `gguf-harness: error: <str(error)>` and exits 1 for any of them.
@@ -121,18 +122,14 @@ class Location:
     def __repr__(self) -> str:
         return f"Location({str(self)!r})"
 
+    def _key(self) -> tuple[str | None, int | None, int | None, int | None]:
+        return (self.path, self.line, self.col, self.offset)
+
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Location):
-            return NotImplemented
-        return (self.path, self.line, self.col, self.offset) == (
-            other.path,
-            other.line,
-            other.col,
-            other.offset,
-        )
+        return self._key() == other._key() if isinstance(other, Location) else NotImplemented
 
     def __hash__(self) -> int:
-        return hash((self.path, self.line, self.col, self.offset))
+        return hash(self._key())
 
 
 class HarnessError(Exception):
@@ -347,13 +344,8 @@ class UnsafeLayerError(StoreError):
 # repository and the request path, never a header, a token or a query string.
 
 
-__all__ = ["AuthError", "DigestError", "NotFoundError", "RegistryError", "redact"]
-
-
 # user:password@ in a URL or reference a user typed; query strings hold upload state tokens.
 _USERINFO = re.compile(r"(?<=//)[^/@\s]*@|^[^/@\s:]+:[^/@\s]*@")
-
-
 _QUERY = re.compile(r"\?\S*")
 
 
@@ -394,11 +386,11 @@ class DigestError(RegistryError):
     """Content that does not match the digest or size it was asked for by."""
 
 
-# --- Publishing an image.
-
-
 class TransferStopped(RegistryError):
     """A blob transfer given up because another of the same command failed; never retried."""
+
+
+# --- Publishing an image.
 
 
 class PublishError(HarnessError):

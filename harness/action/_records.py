@@ -50,7 +50,7 @@ class Item:
     id: str
     section: str  # expect | memory | smoke | publish | ...
     name: str  # architecture, metadata::general.name, a budget's or smoke check's name
-    outcome: str  # passed | failed | skipped | error
+    outcome: str  # passed | failed | skipped | xfailed | error
     path: str | None  # model.yaml, relative to where the harness ran
     line: int | None
     duration: float = 0.0
@@ -178,7 +178,7 @@ def _model(raw: Mapping[str, Any]) -> Model:
     items = tuple(_item(i) for i in raw.get("items") or [] if isinstance(i, Mapping))
     passed = raw.get("passed")
     if not isinstance(passed, bool):
-        passed = bool(items) and all(item.ok for item in items)
+        passed = bool(items) and all(i.ok or i.outcome == "xfailed" for i in items)
     path = str(raw.get("path") or "")
     name = str(raw.get("name") or path)
     publish = raw.get("publish")

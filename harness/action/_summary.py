@@ -27,7 +27,7 @@ _CELL = 160  # characters of a value in a table cell
 _ANSWER = 400  # characters of a smoke answer
 _COMPACT_FAILURES = 20
 _DIFF_ROWS = 12  # shown before the rest of the changes is folded away (compact: 5, no fold)
-_ICON = {"passed": "✅", "failed": "❌", "error": "💥", "skipped": "⏭️"}
+_ICON = {"passed": "✅", "failed": "❌", "error": "💥", "skipped": "⏭️", "xfailed": "🔸"}
 
 
 def summary_markdown(
@@ -180,7 +180,7 @@ def _code_text(text: str) -> str:
 
 def _counts(model: Model) -> str:
     parts = [f"{len(model.items)} checks"]
-    for outcome in ("passed", "failed", "error", "skipped"):
+    for outcome in ("passed", "failed", "error", "skipped", "xfailed"):
         count = model.count(outcome)
         if count:
             parts.append(f"{count} {outcome}")
