@@ -15,7 +15,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness import _progress
 from harness.errors import UsageError, printable
 from harness.units import format_size, parse_size
 
@@ -275,6 +274,7 @@ def diff_command(args: argparse.Namespace) -> int:
 
 
 def push_command(args: argparse.Namespace) -> int:
+    from harness import _progress
     from harness.distribution import RegistryOptions, push_layout
 
     _progress.configure(quiet=args.quiet)
@@ -294,6 +294,7 @@ def push_command(args: argparse.Namespace) -> int:
 
 
 def pull_command(args: argparse.Namespace) -> int:
+    from harness import _progress
     from harness.distribution import RegistryOptions
     from harness.store import Store
 

@@ -12,15 +12,16 @@ import contextlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import QualityError
 from harness.gguf import read_facts
 
 from ._perplexity import comparable
 from ._records import QualityStats
+
+if TYPE_CHECKING:  # numpy is imported when something is embedded: model.yaml's reader needs
+    import numpy as np  # this package's records, not its arithmetic
 
 __all__ = ["POOLING", "compare_embeddings", "spearman"]
 
@@ -38,6 +39,8 @@ def compare_embeddings(
 ) -> QualityStats:
     """Cosine of each sentence's embeddings by ``model`` and ``reference``, and the rank
     correlation of all pairwise similarities."""
+    import numpy as np
+
     problem = comparable(read_facts(model), read_facts(reference))
     if problem:
         raise QualityError(problem, part="reference")
@@ -60,6 +63,8 @@ def compare_embeddings(
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rank correlation, ties given their mean rank."""
+    import numpy as np
+
     ra, rb = _ranks(a), _ranks(b)
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denominator = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
@@ -71,6 +76,8 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     order = np.argsort(values, kind="stable")
     ranks = np.empty(len(values), dtype=np.float64)
     ranks[order] = np.arange(len(values), dtype=np.float64)
@@ -82,6 +89,8 @@ def _ranks(values: np.ndarray) -> np.ndarray:
 
 
 def _embed(path: Path, sentences: Sequence[str], pooling: str, ctx_size: int) -> np.ndarray:
+    import numpy as np
+
     if pooling not in POOLING:
         raise QualityError(f"--pooling {pooling}: not one of {', '.join(POOLING)}")
     import llama_cpp
