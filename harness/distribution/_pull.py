@@ -27,10 +27,10 @@ from ._parallel import each
 from ._reference import Reference
 from ._stream import open_stream
 
-_PIECE = 1 << 20
 __all__ = ["Platform", "ResolvedImage", "choose_platform", "pull_layout", "resolve"]
 
 Platform = tuple[str, str]  # (os, architecture)
+_PIECE = 1 << 20
 _MAX_DEPTH = 3
 
 

@@ -195,8 +195,10 @@ class Store:
             staged = Staging(self.paths, txn, self.limits, source, say, name)
             diff_ids = _diff_ids(config, len(layers))
             # Each distinct layer fetched (and unpacked) once, several at a time.
-            unique = {layer.digest: number for number, layer in enumerate(layers)}
-            firsts = sorted(unique.values())
+            unique: dict[str, int] = {}
+            for number, layer in enumerate(layers):
+                unique.setdefault(layer.digest, number)
+            firsts = list(unique.values())
 
             def fetch(number: int) -> tuple[LayerIndex, Path] | Path:
                 layer = layers[number]
