@@ -169,7 +169,7 @@ def test_summary_stays_under_the_limit() -> None:
     big = _report(*[_model(f"model{i}", items) for i in range(40)])
     full = summary_markdown(big)
     assert len(full.encode()) <= SUMMARY_LIMIT
-    assert "model(s) left out to stay under GitHub's size limit" in full
+    assert full.count("### ❌") == 40  # each failing model at least named, with its counts
     small = summary_markdown(big, limit=20_000)
     assert len(small.encode()) <= 20_000
     assert "…and 280 more failures" in small  # compact: the first 20 failures of a model
@@ -242,3 +242,38 @@ def test_report_is_read_leniently(tmp_path: Path) -> None:
     assert run.passed and run.models[0].items[0].path == "x" and run.models[0].items[0].line is None
     assert parse_report({"models": []}).passed is False
     assert "no model was checked" in summary_markdown({"models": []})
+
+
+def test_a_summary_of_300_models_puts_the_worst_first_and_stays_under_1_mib() -> None:
+    """A repository's run: 300 models, most passing, some failing many checks, a few that could
+    not be built. The worst come first (not built, then most failures), passes are folded away
+    after them, and what does not fit is counted in one line, all under GitHub's 1 MiB."""
+    failing = [
+        _item(f"metadata::key{i}", "failed", actual="x" * 100, message="m" * 200)
+        for i in range(300)
+    ]
+    broken = [_item(n, "error", message="build failed: no such file x.gguf") for n in ("a", "b")]
+    passing = [_item(f"check{i}", actual="y" * 50) for i in range(30)]
+    models = []
+    for i in range(300):
+        if i % 10 == 3:
+            models.append(_model(f"fails-{i:03d}", failing[: 10 + i]))
+        elif i % 50 == 7:
+            models.append(_model(f"broken-{i:03d}", broken))
+        else:
+            models.append(_model(f"passes-{i:03d}", passing))
+    text = summary_markdown(_report(*models))
+    assert len(text.encode()) <= SUMMARY_LIMIT < 1 << 20
+    sections = [line.split(" ", 2)[2] for line in text.splitlines() if line.startswith("### ")]
+    kinds = [name.split("-")[0] for name in sections]
+    assert kinds[:6] == ["broken"] * 6  # could not be built: first
+    fails = [name for name in sections if name.startswith("fails")]
+    assert fails[:3] == ["fails-293", "fails-283", "fails-273"]  # the most failures next
+    assert kinds.index("passes") > max(i for i, k in enumerate(kinds) if k != "passes")
+    assert text.index("### ✅") > text.index("<details><summary>✅ 264 passed</summary>")
+    left = len(models) - len(sections)
+    assert left > 0 and f"> {left} model(s) left out to stay under GitHub's size limit" in text
+    # The table at the top lists the failures first and says how many rows it left out.
+    table = text[: text.index("\n### ")]
+    assert len(table.encode()) <= SUMMARY_LIMIT // 4
+    assert table.index("broken-007") < table.index("fails-293") < table.index("passes-000")

@@ -39,28 +39,38 @@ def summary_markdown(
 ) -> str:
     """Markdown for ``report`` (a Run or the report's JSON), at most ``limit`` UTF-8 bytes."""
     run = report if isinstance(report, Run) else parse_report(report)
-    head = _header(run, title)
+    # The most severe first: what a reader opens the summary for (see _severity).
+    models = sorted(run.models, key=_severity)
+    failing = [m for m in models if not m.passed]
+    passing = [m for m in models if m.passed]
+    head = _header(run, title, failing + passing, limit // 4)
     tail = f"\n{footer}\n" if footer else ""
-    budget = limit - _size(head) - _size(tail)
+    budget = limit - _size(head) - _size(tail) - _NOTE_ROOM
     parts: list[str] = []
-    left_out: list[str] = []
-    ladders = quant_ladders(run, budget - _NOTE_ROOM)  # variants side by side, before details
+    # each model's variants side by side, before the details (it shrinks to fit the room)
+    ladders = quant_ladders(run, budget)
     parts.append(ladders)
     budget -= _size(ladders)
-    # Failed models first: they are what a reader opens the summary for.
-    for model in sorted(run.models, key=lambda m: m.passed):
-        for render in (_model_full, _model_compact):
-            text = render(model)
-            if _size(text) <= budget - _NOTE_ROOM:
-                parts.append(text)
-                budget -= _size(text)
-                break
+    left_out: list[Model] = []
+    budget = _render(failing, parts, left_out, budget)
+    if passing:
+        # Passed models folded away together, after every failure.
+        opening = f"\n<details><summary>✅ {len(passing)} passed</summary>\n"
+        closing = "\n</details>\n"
+        room = _size(opening) + _size(closing)
+        if budget > room:
+            inner: list[str] = []
+            _render(passing, inner, left_out, budget - room)
+            if inner:
+                parts += [opening, *inner, closing]
         else:
-            left_out.append(model.name)
+            left_out += passing
     if left_out:
+        bad = sum(not m.passed for m in left_out)
         parts.append(
             f"\n> [!WARNING]\n> {len(left_out)} model(s) left out to stay under GitHub's size "
-            f"limit: {_clip(', '.join(left_out), 300)}. The JSON report has every check.\n"
+            f"limit ({bad} failed, {len(left_out) - bad} passed): "
+            f"{_clip(', '.join(m.name for m in left_out), 300)}. The JSON report has every check.\n"
         )
     text = head + "".join(parts) + tail
     return _cut(text, limit)
@@ -69,7 +79,30 @@ def summary_markdown(
 _NOTE_ROOM = 512
 
 
-def _header(run: Run, title: str) -> str:
+def _severity(model: Model) -> tuple[int, int]:
+    """A model that could not be built or checked (an item in error), then one with failed
+    checks (budgets, expectations, smoke), then a passed one; more failures first within each."""
+    errors, failures = model.count("error"), model.count("failed")
+    tier = 0 if errors else 1 if failures or not model.passed else 2
+    return (tier, -(errors + failures))
+
+
+def _render(models: list[Model], parts: list[str], left_out: list[Model], budget: int) -> int:
+    """Each model in full, else compact, else its heading and counts alone, else left out;
+    returns the budget left."""
+    for model in models:
+        for render in (_model_full, _model_compact, _model_brief):
+            text = render(model)
+            if _size(text) <= budget:
+                parts.append(text)
+                budget -= _size(text)
+                break
+        else:
+            left_out.append(model)
+    return budget
+
+
+def _header(run: Run, title: str, models: list[Model], limit: int) -> str:
     total = len(run.models)
     failed = len(run.failed_models)
     if not total:
@@ -79,16 +112,24 @@ def _header(run: Run, title: str) -> str:
     else:
         verdict = f"✅ {'all ' if total > 1 else ''}{total} model{'s' if total != 1 else ''} passed"
     lines = [f"## {title}: {verdict}", ""]
-    if run.models:
+    if models:
         lines += [
             "| model | result | checks | failed | errors | skipped |",
             "|---|---|--:|--:|--:|--:|",
         ]
-        for model in run.models:
-            lines.append(
+        used = sum(_size(line) + 1 for line in lines)
+        for shown, model in enumerate(models):
+            row = (
                 f"| {_cell(model.name)} | {'✅' if model.passed else '❌'} | {len(model.items)} "
                 f"| {model.count('failed')} | {model.count('error')} | {model.count('skipped')} |"
             )
+            if used + _size(row) + 1 > limit - 200:  # room for the line saying what is not
+                rest = models[shown:]
+                bad = sum(not m.passed for m in rest)
+                lines.append(f"| …{len(rest)} more ({bad} failed) | | | | | |")
+                break
+            lines.append(row)
+            used += _size(row) + 1
     return "\n".join(lines) + "\n"
 
 
@@ -98,6 +139,11 @@ def _model_full(model: Model) -> str:
 
 def _model_compact(model: Model) -> str:
     return _model(model, compact=True)
+
+
+def _model_brief(model: Model) -> str:
+    icon = "✅" if model.passed else "❌"
+    return f"\n### {icon} {model.name}\n\n`{model.path}` · {_counts(model)}\n"
 
 
 def _model(model: Model, *, compact: bool) -> str:
