@@ -150,8 +150,8 @@ def test_compact_when_the_charts_do_not_fit_and_nothing_when_the_table_does_not(
     small = summary_markdown(report, limit=len(full[:cut].encode()) + 400)
     assert "### Quant ladder: ladder" in small and "| q8_0 |" in small
     assert "xychart-beta" not in small.split("### ❌ ladder")[0]
-    tiny = summary_markdown(report, limit=1200)
-    assert "Quant ladder" not in tiny and len(tiny.encode()) <= 1200
+    tiny = summary_markdown(report, limit=1000)
+    assert "Quant ladder" not in tiny and len(tiny.encode()) <= 1000
 
 
 @pytest.mark.parametrize(
