@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from harness.builder import (
+    BUILDX_BUILDER_ENV,
     BuildError,
     BuildOptions,
     BuildResult,
@@ -227,6 +228,10 @@ import json, os, shutil, sys
 args = sys.argv[1:]
 with open(os.environ["FAKE_DOCKER_LOG"], "a") as log:
     log.write(json.dumps(args) + "\\n")
+with open(os.environ["FAKE_DOCKER_LOG"] + ".builder", "a") as log:
+    log.write(json.dumps([args[:2], os.environ.get("BUILDX_BUILDER")]) + "\\n")
+if args[:2] == ["buildx", "inspect"] and os.environ.get("BUILDX_BUILDER") == "missing":
+    sys.exit('ERROR: no builder "missing" found')
 if args[:1] == ["version"]:
     print("28.2.2")
 elif args[:2] == ["buildx", "version"]:
@@ -244,6 +249,40 @@ elif args[:2] == ["buildx", "build"]:
 else:
     sys.exit("unexpected: " + " ".join(args))
 """
+
+
+def _fake_docker(context: Path, tmp_path: Path) -> tuple[dict[str, str], Path]:
+    native = build(BuildOptions(context, tmp_path / "native", tag="v1", compression="none"))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "docker"
+    fake.write_text(FAKE_DOCKER.format(python=sys.executable))
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    log = tmp_path / "docker.log"
+    env = {
+        "PATH": f"{bin_dir}:{os.defpath}",
+        "FAKE_DOCKER_LOG": str(log),
+        "FAKE_DOCKER_TAR": str(_layout_tar(native.output, tmp_path / "image.tar")),
+    }
+    return env, log
+
+
+def test_a_named_buildx_builder_is_used_for_every_buildx_command(
+    context: Path, tmp_path: Path
+) -> None:
+    """Where one runner is not enough: a remote BuildKit, named as buildx names builders."""
+    env, log = _fake_docker(context, tmp_path)
+    options = BuildOptions(context, tmp_path / "out", tag="q4")
+    build_with_buildx(options, frontend=None, env=env, buildx_builder="remote")
+    calls = [json.loads(line) for line in Path(f"{log}.builder").read_text().splitlines()]
+    buildx = [builder for command, builder in calls if command[0] == "buildx"]
+    assert buildx and set(buildx) == {"remote"}  # inspect and build alike
+    # the Action's input, as the environment gives it
+    build_with_buildx(options, frontend=None, env={**env, BUILDX_BUILDER_ENV: "remote"})
+    with pytest.raises(BuildError, match="buildx builder 'missing': ERROR: no builder"):
+        build_with_buildx(options, frontend=None, env=env, buildx_builder="missing")
+    with pytest.raises(BuildError, match="'--rm' is not a builder name"):
+        build_with_buildx(options, frontend=None, env=env, buildx_builder="--rm")
 
 
 def _layout_tar(layout: Path, dest: Path) -> Path:

@@ -6,7 +6,12 @@ rebuild free, and images that are what GGUF Packer's BuildKit frontend produces.
 ``build_with`` picks one of the two (flag, then $GGUF_HARNESS_BUILDER, then model.yaml).
 """
 
-from harness.builder._buildx import DEFAULT_FRONTEND, build_with, build_with_buildx
+from harness.builder._buildx import (
+    BUILDX_BUILDER_ENV,
+    DEFAULT_FRONTEND,
+    build_with,
+    build_with_buildx,
+)
 from harness.builder._native import (
     DEFAULT_COMPRESSION,
     LLAMA_CPP_LABEL,
@@ -18,6 +23,7 @@ from harness.builder._store import cache_root
 from harness.errors import BuildError
 
 __all__ = [
+    "BUILDX_BUILDER_ENV",
     "DEFAULT_COMPRESSION",
     "DEFAULT_FRONTEND",
     "LLAMA_CPP_LABEL",

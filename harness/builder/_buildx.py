@@ -39,11 +39,22 @@ from harness.errors import BuildError, Location
 from harness.oci import Image, OCIError, in_image_relative, read_layout, unpack
 from harness.packerfile import cmd_roles, find_packerfile
 
-__all__ = ["BUILDER_ENV", "DEFAULT_FRONTEND", "FRONTEND_ENV", "build_with", "build_with_buildx"]
+__all__ = [
+    "BUILDER_ENV",
+    "BUILDX_BUILDER_ENV",
+    "DEFAULT_FRONTEND",
+    "FRONTEND_ENV",
+    "build_with",
+    "build_with_buildx",
+]
 
 DEFAULT_FRONTEND = "gpustack/gguf-packer:latest"
 BUILDER_ENV = "GGUF_HARNESS_BUILDER"  # the GitHub Action's `builder` input
 FRONTEND_ENV = "GGUF_HARNESS_FRONTEND"  # its `frontend` input
+# A named buildx builder (`docker buildx create --name NAME --driver remote tcp://...`): where a
+# runner is not enough, the build goes to a BuildKit elsewhere. The Action's `buildx-builder`.
+BUILDX_BUILDER_ENV = "GGUF_HARNESS_BUILDX_BUILDER"
+_BUILDER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 BUILDERS = ("native", "buildx")
 _REFERENCE = re.compile(r"^[a-z0-9][a-z0-9._/:-]*(@sha256:[0-9a-f]{64})?$")
 _PROBE_TIMEOUT = 60
@@ -70,12 +81,15 @@ def build_with_buildx(
     docker: str = "docker",
     env: Mapping[str, str] | None = None,
     report: Callable[[str], None] | None = None,
+    buildx_builder: str | None = None,
 ) -> BuildResult:
     """Build ``options`` with Docker's BuildKit into an OCI layout at ``options.output``.
 
     ``frontend`` is the BuildKit frontend image (a tag or ``name@sha256:...``), or None for
     the daemon's built-in Dockerfile frontend; ``docker`` the client to run and ``env`` its
     whole environment (default: this process's). ``report`` gets each progress line.
+    ``buildx_builder`` (else ``$GGUF_HARNESS_BUILDX_BUILDER``) names the buildx builder to use
+    (a remote BuildKit, say): buildx reads it from ``BUILDX_BUILDER`` for every command.
     """
     say = report or (lambda _line: None)
     if frontend is not None and not _REFERENCE.match(frontend):
@@ -83,7 +97,13 @@ def build_with_buildx(
     if not options.context.is_dir():
         raise BuildError(f"build context {options.context} is not a directory")
     packerfile = find_packerfile(options.context, options.packerfile)
-    client = _probe(docker, dict(os.environ if env is None else env))
+    client_env = dict(os.environ if env is None else env)
+    named = buildx_builder or client_env.get(BUILDX_BUILDER_ENV) or None
+    if named is not None:
+        if not _BUILDER_NAME.match(named):
+            raise BuildError(f"buildx builder {named!r} is not a builder name")
+        client_env["BUILDX_BUILDER"] = named
+    client = _probe(docker, client_env, named)
     if options.contexts and not client.buildx:
         raise BuildError(
             "named build contexts need the docker buildx plugin: this Docker client has "
@@ -124,6 +144,7 @@ def build_with(
     declared: str = "native",
     frontend: str | None = None,
     report: Callable[[str], None] | None = None,
+    buildx_builder: str | None = None,
 ) -> BuildResult:
     """Build with the builder chosen by, first to last: ``builder`` (a command-line flag),
     ``$GGUF_HARNESS_BUILDER`` (the action's input), ``declared`` (model.yaml's
@@ -135,10 +156,10 @@ def build_with(
     if chosen == "native":
         return build(options, report=report)
     image = frontend or os.environ.get(FRONTEND_ENV) or DEFAULT_FRONTEND
-    return build_with_buildx(options, frontend=image, report=report)
+    return build_with_buildx(options, frontend=image, report=report, buildx_builder=buildx_builder)
 
 
-def _probe(docker: str, env: dict[str, str]) -> _Docker:
+def _probe(docker: str, env: dict[str, str], named: str | None = None) -> _Docker:
     binary = shutil.which(docker, path=env.get("PATH", os.defpath))
     if binary is None:
         raise BuildError(
@@ -151,9 +172,15 @@ def _probe(docker: str, env: dict[str, str]) -> _Docker:
         host = env.get("DOCKER_HOST", "the default socket")
         raise BuildError(f"no Docker daemon reachable at {host}: {reason}")
     buildx = _quiet([binary, "buildx", "version"], env).returncode == 0
+    if named is not None and not buildx:
+        raise BuildError(f"buildx builder {named!r}: this Docker client has no buildx plugin")
     driver = None
     if buildx:
-        inspected = _quiet([binary, "buildx", "inspect"], env).stdout
+        inspect = _quiet([binary, "buildx", "inspect"], env)
+        if named is not None and inspect.returncode != 0:
+            reason = _last_line(inspect.stderr) or f"exit status {inspect.returncode}"
+            raise BuildError(f"buildx builder {named!r}: {reason}")
+        inspected = inspect.stdout
         found = re.search(r"^Driver:\s*(\S+)", inspected, re.MULTILINE)
         driver = found.group(1) if found else None
     return _Docker(binary, env, buildx, driver)

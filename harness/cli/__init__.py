@@ -92,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
         help="native (default) or Docker BuildKit with the gguf-packer frontend",
     )
     build.add_argument("--frontend", metavar="IMAGE", help="the BuildKit frontend for buildx")
+    build.add_argument(
+        "--buildx-builder",
+        metavar="NAME",
+        help="a named buildx builder, e.g. a remote BuildKit (docker buildx create --driver"
+        " remote); implies --builder buildx",
+    )
     build.set_defaults(run="build")
 
     run = commands.add_parser(

@@ -162,9 +162,10 @@ def build_command(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     result = build_with(
         options,
-        builder=args.builder,
+        builder=args.builder or ("buildx" if args.buildx_builder else None),
         declared=spec.build.builder if spec is not None else "native",
         frontend=args.frontend,
+        buildx_builder=args.buildx_builder,
         report=lambda message: console.print(f"[dim]=>[/dim] {message}"),
     )
     print(f"{result.output} {result.manifest.digest}")
