@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import io
 import os
+import re
 import subprocess
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -222,3 +223,28 @@ def test_a_file_changed_while_it_is_read_is_refused(
     monkeypatch.setattr(store_module, "stamp_of", moved)  # the source named it before
     with pytest.raises(BuildError, match="changed while the build read it"):
         _build(work, tmp_path, monkeypatch)
+
+
+def test_a_big_layer_shows_progress_lines_in_ci_logs(
+    context: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from harness import _progress
+
+    monkeypatch.setenv("CI", "true")
+    _progress.configure(quiet=False, interval=0.0, min_total=32 << 20)  # a line per piece
+    try:
+        _build(context, tmp_path, monkeypatch)
+    finally:
+        _progress.configure(quiet=False, interval=5.0, min_total=32 << 20)
+    err = capfd.readouterr().err
+    going = re.findall(
+        r"^gguf-harness: layer model\.gguf: [\d.]+ [KMG]?i?B of 200\.\d\d MiB \(\d+%\), "
+        r"[\d.]+ [KMG]?i?B/s, ETA \d+ s$",
+        err,
+        re.M,
+    )
+    done = re.findall(r"^gguf-harness: layer model\.gguf: 200\.\d\d MiB in [\d.]+ s, ", err, re.M)
+    assert len(going) >= 2 and len(done) == 1, err[-2000:]

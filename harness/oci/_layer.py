@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from harness._progress import Progress, progress
 from harness.errors import Location, OCIError
 
 from ._media import OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, Descriptor
@@ -126,23 +127,38 @@ def write_layer(
     sink = _Sink(out, _compressor(compression, level))
     stamp = default_mtime() if mtime is None else mtime
     sources: dict[str, str] = {}
+    sizes = {name: _source_size(entry) for name, entry in files.items()}
+    biggest = max(sizes, key=lambda name: sizes[name], default="")
+    # a multi-GB layer takes minutes: bytes, rate and ETA (nothing for small ones)
+    with progress(f"layer {biggest.rsplit('/', 1)[-1]}", total=sum(sizes.values())) as bar:
+        _write_members(files, sizes, sink, stamp, sources, bar)
+    stats = sink.close()
+    return LayerStats(stats.digest, stats.size, stats.diff_id, stats.tar_size, sources)
+
+
+def _write_members(
+    files: dict[str, LayerEntry],
+    sizes: dict[str, int],
+    sink: _Sink,
+    stamp: int,
+    sources: dict[str, str],
+    bar: Progress,
+) -> None:
     for parts in sorted(_with_parents(files)):
         name = "/".join(parts)
         entry = files.get(name)
         if entry is None:
             sink.write(_header(name, tarfile.DIRTYPE, _DIR_MODE, 0, 0, 0, stamp))
             continue
-        size = _source_size(entry)
+        size = sizes[name]
         sink.write(_header(name, tarfile.REGTYPE, entry.mode, entry.uid, entry.gid, size, stamp))
         own = hashlib.sha256() if entry.hash_source else None
-        _copy(entry, size, sink, own)
+        _copy(entry, size, sink, own, bar)
         if own is not None:
             sources[entry.path] = "sha256:" + own.hexdigest()
         if size % _BLOCK:
             sink.write(bytes(_BLOCK - size % _BLOCK))
     sink.write(bytes(2 * _BLOCK))  # end-of-archive marker, as Go's archive/tar writes it
-    stats = sink.close()
-    return LayerStats(stats.digest, stats.size, stats.diff_id, stats.tar_size, sources)
 
 
 def _collect(entries: Iterable[LayerEntry]) -> dict[str, LayerEntry]:
@@ -201,7 +217,9 @@ def _source_size(entry: LayerEntry) -> int:
     return stat.st_size
 
 
-def _copy(entry: LayerEntry, size: int, sink: _Sink, own: hashlib._Hash | None) -> None:
+def _copy(
+    entry: LayerEntry, size: int, sink: _Sink, own: hashlib._Hash | None, bar: Progress
+) -> None:
     if isinstance(entry.source, bytes | bytearray | memoryview):
         sink.write(bytes(entry.source))
         if own is not None:
@@ -220,6 +238,7 @@ def _copy(entry: LayerEntry, size: int, sink: _Sink, own: hashlib._Hash | None) 
                 if own is not None:
                     own.update(view[:got])
                 left -= got
+                bar.advance(got)
             extra = file.read(1)
     except OSError as exc:
         raise OCIError(
