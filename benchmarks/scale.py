@@ -9,8 +9,13 @@ one run, each step against its peer measured on the same file in the same run:
   both peers, the disk it used beyond the input (cache + out, ``du`` counting hard links once),
   and its peak RSS (``os.wait4`` of the child).
 
-Each step is a function taking the run's ``Run`` and returning a ``Row``, so further steps
-(push, pull, skopeo copy) add a function and a line in ``STEPS``.
+- then, on a fresh local registry (Debian's docker-registry on loopback): a push of the built
+  image (uncompressed layer) by ``gguf-harness push`` and by ``skopeo copy``; a pull by
+  ``gguf-harness pull`` into a fresh store (a usable GGUF) and by ``skopeo copy`` into an OCI
+  directory (``--dest-oci-accept-uncompressed-layers``, the same bytes); the store's disk use.
+
+Each step is a function taking the run's ``Run`` and returning a ``Row``; every command runs as
+a child process, so its seconds and peak RSS are its own.
 
     .venv/bin/python benchmarks/scale.py [--work DIR] [--layers 32] [--harness PATH]
 
@@ -161,6 +166,8 @@ def timed(command: list[str], env: dict[str, str] | None = None) -> Timed:
 def disk_used(*paths: Path) -> int:
     """Bytes on disk under ``paths`` together, each hard-linked file counted once (``du``)."""
     existing = [str(p) for p in paths if p.exists()]
+    if not existing:
+        return 0  # du with no paths would measure the working directory
     done = subprocess.run(["du", "-s", "-B1", "-c", *existing], capture_output=True, text=True)
     return int(done.stdout.splitlines()[-1].split()[0])
 
@@ -215,6 +222,7 @@ def main() -> int:
     parser.add_argument("--harness", type=Path, default=ROOT, help="checkout to build with")
     parser.add_argument("--formats", default="none,zstd,gzip", help="layer formats to build")
     parser.add_argument("--keep", action="store_true", help="keep the model for the next run")
+    parser.add_argument("--no-transfers", action="store_true", help="builds only, no registry")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="scale-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -236,18 +244,64 @@ def main() -> int:
         f"{'step':<14}{'s':>8}{'/sha256sum':>12}{'/cp':>8}{'disk x model':>14}{'RSS MB':>9}  note"
     )
     for _name, step in steps:
-        row = step(run)
-        vs_sum = row.seconds / run.peers.get("sha256sum", row.seconds)
-        vs_cp = row.seconds / run.peers.get("cp", row.seconds)
-        disk = f"{row.disk / size:.3f}" if row.disk is not None else "-"
-        print(
-            f"{row.step:<14}{row.seconds:8.1f}{vs_sum:12.2f}{vs_cp:8.2f}{disk:>14}"
-            f"{row.rss_mb:9.0f}  {row.note}",
-            flush=True,
-        )
+        _print_row(run, step(run), size)
+    if "none" in run.formats and not args.no_transfers:
+        for row in transfer_rows(run):
+            _print_row(run, row, size)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _print_row(run: Run, row: Row, size: int) -> None:
+    vs_sum = row.seconds / run.peers.get("sha256sum", row.seconds)
+    vs_cp = row.seconds / run.peers.get("cp", row.seconds)
+    disk = f"{row.disk / size:.3f}" if row.disk is not None else "-"
+    print(
+        f"{row.step:<14}{row.seconds:8.1f}{vs_sum:12.2f}{vs_cp:8.2f}{disk:>14}"
+        f"{row.rss_mb:9.0f}  {row.note}",
+        flush=True,
+    )
+
+
+def transfer_rows(run: Run) -> list[Row]:
+    """Push and pull of the built image against skopeo on one fresh registry."""
+    sys.path.insert(0, str(ROOT))
+    from tests.services import start_registry
+
+    out, cache = run.work / "out-transfer", run.work / "cache-transfer"
+    env = {**os.environ, "GGUF_HARNESS_CACHE": str(cache), "SOURCE_DATE_EPOCH": "0"}
+    env["PYTHONPATH"] = str(run.harness)
+    context = run.model.parent
+    timed([sys.executable, "-c", _BUILD, str(run.harness), str(context), str(out), "none"], env)
+    store = run.work / "store-transfer"
+    cli = {**env, "GGUF_HARNESS_STORE": str(store), "CI": "true"}
+    skopeo_env = {**os.environ, "HOME": str(run.work / "home")}
+    rows: list[Row] = []
+    with start_registry(run.work / "registry") as registry:
+        ours, theirs = f"{registry.host}/scale/ours:v1", f"{registry.host}/scale/skopeo:v1"
+        harness = [sys.executable, "-m", "harness"]
+        got = timed([*harness, "push", f"{out}:latest", ours, "--insecure", "-q"], cli)
+        rows.append(Row("push", got.seconds, got.rss_mb))
+        copy = ["skopeo", "--insecure-policy", "copy"]
+        got = timed(
+            [*copy, "--dest-tls-verify=false", f"oci:{out}:latest", f"docker://{theirs}"],
+            skopeo_env,
+        )
+        rows.append(Row("push: skopeo", got.seconds, got.rss_mb, note="gzips the layer"))
+        before = disk_used(store)
+        got = timed([*harness, "pull", ours, "--insecure", "-q"], cli)
+        used = disk_used(store) - before
+        rows.append(Row("pull (store)", got.seconds, got.rss_mb, used, "a usable GGUF"))
+        got = timed(
+            [*copy, "--src-tls-verify=false", "--dest-oci-accept-uncompressed-layers",
+             f"docker://{ours}", f"oci:{run.work / 'skopeo-pulled'}:v1"],
+            skopeo_env,
+        )  # fmt: skip
+        rows.append(Row("pull: skopeo", got.seconds, got.rss_mb, note="to an OCI dir"))
+    for path in (out, cache, store, run.work / "skopeo-pulled", run.work / "registry"):
+        shutil.rmtree(path, ignore_errors=True)
+    return rows
 
 
 if __name__ == "__main__":
