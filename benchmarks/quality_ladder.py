@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -57,13 +58,31 @@ def ladder(reference: Path, workdir: Path) -> dict[str, Path]:
     }
 
 
+class Clock:
+    """Wall seconds and the CPU seconds of child processes (llama-perplexity) since it began:
+    on a machine shared with other work the CPU time is the steadier of the two."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = _children_cpu()
+
+    def read(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, _children_cpu() - self.cpu
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def harness_run(
     variants: Mapping[str, Path], reference: Path, corpus: Path, settings: QualitySettings
-) -> tuple[float, dict[str, QualityStats]]:
-    """Seconds for the five comparisons in the cache GGUF_HARNESS_CACHE names, and their stats."""
-    began = time.perf_counter()
+) -> tuple[tuple[float, float], dict[str, QualityStats]]:
+    """(wall, CPU) seconds for the five comparisons in the cache GGUF_HARNESS_CACHE names,
+    and their stats."""
+    clock = Clock()
     stats = {q: compare_perplexity(p, reference, corpus, settings) for q, p in variants.items()}
-    return time.perf_counter() - began, stats
+    return clock.read(), stats
 
 
 def peer_run(
@@ -73,12 +92,12 @@ def peer_run(
     settings: QualitySettings,
     base: Path,
     threads: int | None = None,
-) -> tuple[float, dict[str, dict[str, float]]]:
+) -> tuple[tuple[float, float], dict[str, dict[str, float]]]:
     """llama-perplexity by hand: one reference pass into ``base``, a KL-divergence run for
     each of ``variants``."""
     binary = str(program("llama-perplexity"))
     common = settings.argv() + (["-t", str(threads)] if threads else [])
-    began = time.perf_counter()
+    clock = Clock()
     _tool(
         [
             binary,
@@ -97,7 +116,7 @@ def peer_run(
             [binary, "-m", str(path), *common, "--kl-divergence-base", str(base), "--kl-divergence"]
         )
         figures[qtype] = parse_statistics(text)[0]
-    return time.perf_counter() - began, figures
+    return clock.read(), figures
 
 
 def _tool(command: Sequence[str]) -> str:
@@ -110,7 +129,7 @@ def _tool(command: Sequence[str]) -> str:
 
 def cold(
     variants: Mapping[str, Path], reference: Path, corpus: Path, settings: QualitySettings
-) -> tuple[Path, float, dict[str, QualityStats]]:
+) -> tuple[Path, tuple[float, float], dict[str, QualityStats]]:
     cache = Path(tempfile.mkdtemp(prefix="cache-", dir=next(iter(variants.values())).parent))
     os.environ["GGUF_HARNESS_CACHE"] = str(cache)
     seconds, stats = harness_run(variants, reference, corpus, settings)
@@ -166,14 +185,12 @@ def main() -> int:
         row += [f"{metrics[m]:g}" for m in SHOWN]
         row += [str(warm[qtype].metrics == metrics), str(_same(peer[qtype], metrics))]
         print("  ".join(f"{cell:>14}" for cell in row))
-    print(
-        f"cold (reference pass + 5 runs) {cold_s:.2f} s; warm (5 runs) {warm_s:.2f} s:"
-        f" warm/cold {warm_s / cold_s:.2f}"
-    )
-    print(
-        f"peer: llama-perplexity by hand (1 + 5 runs) {peer_s:.2f} s;"
-        f" cold/peer {cold_s / peer_s:.2f}, warm/peer {warm_s / peer_s:.2f}"
-    )
+    for i, clock in enumerate(("wall", "CPU")):
+        print(
+            f"{clock}: cold (reference pass + 5 runs) {cold_s[i]:.2f} s, warm (5 runs)"
+            f" {warm_s[i]:.2f} s, peer (llama-perplexity by hand, 1 + 5 runs) {peer_s[i]:.2f} s;"
+            f" warm/cold {warm_s[i] / cold_s[i]:.2f}, cold/peer {cold_s[i] / peer_s[i]:.2f}"
+        )
     if args.threads_check:
         print(
             f"-t {args.threads_check}: reference logits byte-identical: {same_logits};"
