@@ -252,6 +252,8 @@ else:
 
 
 def _fake_docker(context: Path, tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A stand-in docker client on PATH that exports the native build of ``context`` (tag v1
+    in ``tmp_path/native``) where buildx would; each call logged to the returned file."""
     native = build(BuildOptions(context, tmp_path / "native", tag="v1", compression="none"))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -295,18 +297,8 @@ def _layout_tar(layout: Path, dest: Path) -> Path:
 
 
 def test_buildx_route_exports_oci(context: Path, tmp_path: Path) -> None:
-    native = build(BuildOptions(context, tmp_path / "native", tag="v1", compression="none"))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake = bin_dir / "docker"
-    fake.write_text(FAKE_DOCKER.format(python=sys.executable))
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
-    log = tmp_path / "docker.log"
-    env = {
-        "PATH": f"{bin_dir}:{os.defpath}",
-        "FAKE_DOCKER_LOG": str(log),
-        "FAKE_DOCKER_TAR": str(_layout_tar(native.output, tmp_path / "image.tar")),
-    }
+    env, log = _fake_docker(context, tmp_path)
+    native = read_layout(tmp_path / "native", "v1")
     frontend = "gpustack/gguf-packer@sha256:" + "a" * 64
     options = BuildOptions(
         context,
@@ -320,8 +312,8 @@ def test_buildx_route_exports_oci(context: Path, tmp_path: Path) -> None:
     )
     result = build_with_buildx(options, frontend=frontend, env=env)
 
-    assert result.manifest.digest == native.manifest.digest  # the exported image, as it was
-    assert read_layout(tmp_path / "out", "q4").descriptor.digest == native.manifest.digest
+    assert result.manifest.digest == native.descriptor.digest  # the exported image, as it was
+    assert read_layout(tmp_path / "out", "q4").descriptor.digest == native.descriptor.digest
     assert (result.cache_hits, result.cache_misses) == (1, 1)
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     build_call = next(call for call in calls if call[:2] == ["buildx", "build"])

@@ -3,8 +3,9 @@ all of its checks (or the one error that stopped it, so every check fails with t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 from harness.errors import HarnessError, UsageError
 from harness.expect import ModelSpec, Subject, Variant, select
@@ -13,6 +14,8 @@ from harness.smoke import SmokeRun
 from ._artifact import Artifact, produce_artifact
 from ._checks import run_smoke
 from ._quality import QualityRun, measure_quality
+
+T = TypeVar("T")
 
 
 class Pipeline:
@@ -40,17 +43,9 @@ class Pipeline:
         return {str(selected.spec.path) for selected in chosen}
 
     def artifact(self, spec: ModelSpec) -> Artifact:
-        key = Path(spec.path).resolve()
-        if key not in self._artifacts:
-            try:
-                variant = self.variants.get(key)
-                self._artifacts[key] = produce_artifact(spec, self.out_dir, variant)
-            except HarnessError as error:
-                self._artifacts[key] = error
-        outcome = self._artifacts[key]
-        if isinstance(outcome, HarnessError):
-            raise outcome
-        return outcome
+        return _once(self._artifacts, spec, lambda key: produce_artifact(
+            spec, self.out_dir, self.variants.get(key)
+        ))  # fmt: skip
 
     def produced(self, spec: ModelSpec) -> Artifact | None:
         """The model's artifact if this session produced one; never starts producing it."""
@@ -59,31 +54,13 @@ class Pipeline:
 
     def smoke(self, spec: ModelSpec) -> SmokeRun:
         """The model's smoke run: one server, all of its checks, done once."""
-        key = Path(spec.path).resolve()
-        if key not in self._smoke:
-            try:
-                self._smoke[key] = run_smoke(spec, self.artifact(spec))
-            except HarnessError as error:
-                self._smoke[key] = error
-        outcome = self._smoke[key]
-        if isinstance(outcome, HarnessError):
-            raise outcome
-        return outcome
+        return _once(self._smoke, spec, lambda _key: run_smoke(spec, self.artifact(spec)))
 
     def quality(self, spec: ModelSpec) -> QualityRun:
         """The model measured against its ``quality`` reference, once for all its thresholds."""
-        key = Path(spec.path).resolve()
-        if key not in self._quality:
-            try:
-                artifact = self.artifact(spec)
-                variant = self.variants.get(key)
-                self._quality[key] = measure_quality(spec, artifact, self.out_dir, variant)
-            except HarnessError as error:
-                self._quality[key] = error
-        outcome = self._quality[key]
-        if isinstance(outcome, HarnessError):
-            raise outcome
-        return outcome
+        return _once(self._quality, spec, lambda key: measure_quality(
+            spec, self.artifact(spec), self.out_dir, self.variants.get(key)
+        ))  # fmt: skip
 
     def variant(self, spec: ModelSpec) -> Variant | None:
         """The build variant this session checks of ``spec`` (None: its plain build)."""
@@ -91,3 +68,18 @@ class Pipeline:
 
     def subject(self, spec: ModelSpec) -> Subject:
         return self.artifact(spec).subject
+
+
+def _once(table: dict[Path, T | HarnessError], spec: ModelSpec, make: Callable[[Path], T]) -> T:
+    """``make``'s result for ``spec``'s model, made once a session; its error, raised again to
+    every later caller, so every check of a model fails with the one cause."""
+    key = Path(spec.path).resolve()
+    if key not in table:
+        try:
+            table[key] = make(key)
+        except HarnessError as error:
+            table[key] = error
+    outcome = table[key]
+    if isinstance(outcome, HarnessError):
+        raise outcome
+    return outcome
