@@ -271,3 +271,31 @@ def test_init_writes_a_model_directory_that_passes_test_at_once(tmp_path: Path) 
         check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_diff_shows_the_quality_figures_when_both_images_carry_them(tmp_path: Path) -> None:
+    from harness.expect import Subject
+    from harness.gguf import read_facts
+    from harness.oci import LABEL_PREFIX
+    from harness.pipeline import Artifact, diff_models
+    from tests.gguf_files import write_model
+
+    (model,) = write_model(tmp_path / "m.gguf")
+    subject = Subject(read_facts(model), None)
+    quality = LABEL_PREFIX + "quality."
+
+    def published(**figures: str) -> Artifact:
+        notes = {quality + name.replace("_", "-"): value for name, value in figures.items()}
+        return Artifact(subject, None, {}, annotations={**notes, LABEL_PREFIX + "smoke": "passed"})
+
+    old = published(kld_mean="0.0094", ppl_ratio="1.0044", reference="stage reference")
+    new = published(kld_mean="0.1148", ppl_ratio="1.0044", reference="stage reference")
+    changes = {c.what: c for c in diff_models(old, new, ("old", "new")).changes}
+    assert (changes["quality kld-mean"].before, changes["quality kld-mean"].after) == (
+        "0.0094",
+        "0.1148",
+    )
+    assert "quality ppl-ratio" not in changes and "quality reference" not in changes
+    # a side that was never measured is no change of figures
+    unmeasured = diff_models(old, published(), ("old", "new")).changes
+    assert not [c for c in unmeasured if c.what.startswith("quality")]

@@ -4,7 +4,7 @@ image or store entry it names; and the one resolver of every form a model is nam
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.builder import BuildOptions, BuildResult, build_with
@@ -27,6 +27,8 @@ class Artifact:
     tag: str | None = None
     build: BuildResult | None = None  # when this session built it
     stored: StoredModel | None = None  # when it came from the local store
+    # The manifest's annotations (what publishing recorded: tests, memory, quality figures).
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     def role_files(self, kind: str) -> list[Path]:
         return [self.files[r.path] for r in cmd_roles(self.cmd or ()) if r.kind == kind]
@@ -114,7 +116,9 @@ def artifact_of_layout(path: Path, tag: str | None) -> Artifact:
     root = unpack(image, [p for r in roles for p in shard_names(r.path)])
     files = {r.path: root / in_image_relative(r.path) for r in roles}
     subject = Subject(facts=read_facts(files[seed.model.cmd_value]), labels=dict(seed.labels))
-    return Artifact(subject, seed.cmd, files, path, tag or image.ref_name)
+    notes = image.manifest.get("annotations")
+    annotations = {str(k): str(v) for k, v in notes.items()} if isinstance(notes, dict) else {}
+    return Artifact(subject, seed.cmd, files, path, tag or image.ref_name, annotations=annotations)
 
 
 def artifact_of_stored(model: StoredModel) -> Artifact:
@@ -122,7 +126,7 @@ def artifact_of_stored(model: StoredModel) -> Artifact:
     seed = parse_seed_config(model.config, model.reference)
     files = {r.path: model.path(r.path) for r in cmd_roles(seed.cmd)}
     subject = Subject(facts=read_facts(files[seed.model.cmd_value]), labels=dict(seed.labels))
-    return Artifact(subject, seed.cmd, files, stored=model)
+    return Artifact(subject, seed.cmd, files, stored=model, annotations=dict(model.annotations))
 
 
 #: The forms every command that takes a model accepts, in the order they are tried.

@@ -1,6 +1,6 @@
-"""What changed between two builds of a model: size, BPW, tensor types, metadata, labels, and
-the host memory llama-server takes at each one's own settings. A reviewer reads "size -3 %,
-RAM +120 MiB" before merging."""
+"""What changed between two builds of a model: size, BPW, tensor types, metadata, labels, the
+host memory llama-server takes at each one's own settings, and the quality figures publishing
+recorded when both carry them. A reviewer reads "size -3 %, RAM +120 MiB" before merging."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 
 from harness.estimate import RunSettings, estimate
 from harness.gguf import ArraySummary, read_header
+from harness.oci import LABEL_PREFIX
 from harness.units import format_count, format_size
 
 from ._artifact import Artifact
@@ -68,7 +69,18 @@ def diff_models(before: Artifact, after: Artifact, names: tuple[str, str]) -> Mo
     changes += _mapping("metadata", _metadata(a.metadata), _metadata(b.metadata))
     labels_a, labels_b = before.subject.labels or {}, after.subject.labels or {}
     changes += _mapping("label", labels_a, labels_b)
+    quality_a, quality_b = _quality(before), _quality(after)
+    if quality_a and quality_b:  # figures compare only where both were measured
+        changes += _mapping("quality", quality_a, quality_b)
     return ModelDiff(names[0], names[1], tuple(changes))
+
+
+def _quality(artifact: Artifact) -> dict[str, str]:
+    """The ``quality.*`` annotations of a published image (``kld-mean``, ``ppl-ratio``, ...)."""
+    prefix = f"{LABEL_PREFIX}quality."
+    return {
+        k.removeprefix(prefix): v for k, v in artifact.annotations.items() if k.startswith(prefix)
+    }
 
 
 def _ram(artifact: Artifact) -> int:
