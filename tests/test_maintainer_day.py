@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.gguf_files import smollm2_path
+from tests.harness_cli import harness
 from tests.services import Registry
 
 pytestmark = [pytest.mark.component("llama.cpp"), pytest.mark.component("registry")]
@@ -44,15 +43,7 @@ def test_a_maintainers_day(
     }
 
     def cli(*args: str, code: int = 0, **extra: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "harness", *args],
-            capture_output=True,
-            text=True,
-            cwd=repo,
-            env={**env, **extra},
-            timeout=600,
-            check=False,
-        )
+        done = harness(*args, cwd=repo, env={**env, **extra})
         assert done.returncode == code, f"{args}: {done.stdout[-2000:]}{done.stderr[-2000:]}"
         assert "Traceback" not in done.stderr
         return done.stdout + done.stderr

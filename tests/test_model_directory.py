@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from harness.builder import BuildOptions, build
 from harness.oci import read_layout
+from tests.harness_cli import harness
 from tests.test_plugin import write_gguf
 
 PACKERFILE = 'FROM scratch\nCOPY m.gguf /app/\nCMD ["-m", "/app/m.gguf"]\n'
@@ -243,17 +243,10 @@ def test_init_writes_a_model_directory_that_passes_test_at_once(tmp_path: Path) 
     spec = load_spec(model / "model.yaml")
     assert spec.memory is not None and [b.name for b in spec.memory.budgets][1] == "cpu-only"
     assert spec.smoke is not None and spec.smoke.checks[0].kind == "chat"
+    env = {**os.environ, "GGUF_HARNESS_CACHE": str(tmp_path / "cache")}
     # writing over a model directory is refused, naming the file
     assert main(["init", str(model), "--from", str(gguf)]) == 1
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "test", str(model), "-q", "-p", "no:cacheprovider"],
-        capture_output=True,
-        text=True,
-        cwd=repo,
-        env={**os.environ, "GGUF_HARNESS_CACHE": str(tmp_path / "cache")},
-        timeout=600,
-        check=False,
-    )
+    done = harness("test", str(model), "-q", "-p", "no:cacheprovider", cwd=repo, env=env)
     assert done.returncode == 0, done.stdout[-3000:]
     assert " passed" in done.stdout and "failed" not in done.stdout
     # From the image that build made: a Packerfile FROM it, the same facts, passing at once.
@@ -261,15 +254,7 @@ def test_init_writes_a_model_directory_that_passes_test_at_once(tmp_path: Path) 
     layout = next((repo / "out").iterdir())
     assert main(["init", str(image), "--from", f"{layout}:latest"]) == 0
     assert "FROM oci-layout://" in (image / "GGUFPackerfile").read_text()
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", "test", str(image), "-q", "-p", "no:cacheprovider"],
-        capture_output=True,
-        text=True,
-        cwd=repo,
-        env={**os.environ, "GGUF_HARNESS_CACHE": str(tmp_path / "cache")},
-        timeout=600,
-        check=False,
-    )
+    done = harness("test", str(image), "-q", "-p", "no:cacheprovider", cwd=repo, env=env)
     assert done.returncode == 0, done.stdout[-3000:]
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,7 @@ import pytest
 
 from harness.quality import METRICS, QualitySettings, compare_perplexity, parse_statistics
 from tests.gguf_files import smollm2_path, write_model
+from tests.harness_cli import harness
 
 DATA = Path(__file__).parent / "data" / "quality"
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,14 +60,7 @@ _QUALITY = """\
 
 def _harness(*args: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "GGUF_HARNESS_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    return harness(*args, cwd=cwd, env=env, timeout=900)
 
 
 @pytest.mark.parametrize(
@@ -296,3 +290,30 @@ def test_the_gate_publishes_a_passing_variant_with_its_figures_and_never_an_expe
     assert float(notes[prefix + "kld-mean"]) == record["quality"]["metrics"]["kld_mean"]
     assert float(notes[prefix + "same-top-p"]) > 90
     assert notes[prefix + "reference"] == "stage reference"
+
+
+@llama
+def test_the_quality_command_measures_any_two_models_by_hand(
+    ladder: dict[str, Path], tmp_path: Path
+) -> None:
+    model, reference = str(ladder["Q2_K"]), str(ladder["reference"])
+    args = ("quality", model, "--reference", reference, "-c", "128", "--chunks", "4")
+    done = _harness(*args, cwd=tmp_path, cache=tmp_path / "cache")
+    assert done.returncode == 0, done.stderr
+    assert "smollm2.Q2_K.gguf against SmolLM2-135M-Instruct.Q4_1.gguf (252 tokens scored)" in (
+        done.stdout
+    )
+    assert re.search(r"^  kld_mean +0\.\d+ ± 0\.\d+$", done.stdout, re.M), done.stdout
+    assert re.search(r"^  same_top_p +\d+\.\d+% ± \d+\.\d+%$", done.stdout, re.M)
+    done = _harness(*args, "--json", cwd=tmp_path, cache=tmp_path / "cache")
+    figures = json.loads(done.stdout)
+    assert figures["reference_pass"] is False  # the first call's logits, from the cache
+    assert figures["metrics"]["kld_mean"] > 0.3
+    # bad input: one line, no traceback
+    (tmp_path / "latin1.txt").write_bytes(b"caf\xe9 au lait\n" * 3)
+    done = _harness(
+        "quality", model, "--reference", reference, "--kind", "embedding",
+        "--corpus", str(tmp_path / "latin1.txt"), cwd=tmp_path, cache=tmp_path / "cache",
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "corpus: cannot read" in done.stderr and "latin1.txt" in done.stderr

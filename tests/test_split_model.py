@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from harness.store import Store
 from harness.toolchain import find_programs
 from harness.units import format_count
 from tests.gguf_files import smollm2_path, write_split
+from tests.harness_cli import harness
 from tests.services import Registry
 from tests.test_publish_registry import skopeo_raw
 
@@ -72,15 +72,7 @@ def test_a_split_model_is_one_model_from_build_to_pull(
     }
 
     def cli(*args: str, code: int = 0, **extra: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "harness", *args],
-            capture_output=True,
-            text=True,
-            cwd=repo,
-            env={**env, **extra},
-            timeout=600,
-            check=False,
-        )
+        done = harness(*args, cwd=repo, env={**env, **extra})
         assert done.returncode == code, f"{args}: {done.stdout[-3000:]}{done.stderr[-3000:]}"
         assert "Traceback" not in done.stderr
         return done.stdout + done.stderr

@@ -10,17 +10,17 @@ from harness.errors import UsageError
 from harness.pipeline import resolve_artifact
 from harness.quality import (
     DEFAULT_CORPUS,
+    HEADLINE,
     METRICS,
     QualitySettings,
     compare_embeddings,
     compare_perplexity,
+    corpus_sentences,
 )
 
 __all__ = ["quality_command"]
 
-_SHOWN: tuple[str, ...] = ("ppl_ratio", "ppl", "ppl_base", "kld_mean", "kld_p99", "kld_max")
-_SHOWN += ("same_top_p",)
-_SHOWN += ("delta_p_rms", "cosine_min", "cosine_mean", "rank_correlation")
+_SHOWN = ("ppl", "ppl_base", *HEADLINE, "kld_max")
 
 
 def quality_command(args: argparse.Namespace) -> int:
@@ -30,8 +30,7 @@ def quality_command(args: argparse.Namespace) -> int:
     if not corpus.is_file():
         raise UsageError(f"--corpus: no such file: {corpus}")
     if args.kind == "embedding":
-        lines = corpus.read_text(encoding="utf-8").splitlines()
-        sentences = [line.strip() for line in lines if line.strip()]
+        sentences = corpus_sentences(corpus)
         stats = compare_embeddings(model, reference, sentences, ctx_size=args.ctx_size)
     else:
         settings = QualitySettings(ctx_size=args.ctx_size, chunks=args.chunks)
@@ -42,10 +41,9 @@ def quality_command(args: argparse.Namespace) -> int:
     print(f"{model.name} against {reference.name} ({stats.tokens} {_unit(stats.kind)})")
     for name in _SHOWN:
         if name in stats.metrics:
-            metric = METRICS.get(name)
             unc = stats.uncertainty.get(name)
             spread = f" ± {unc:g}" if unc is not None else ""
-            unit = metric.unit if metric else ""
+            unit = METRICS[name].unit if name in METRICS else ""
             print(f"  {name:<17} {stats.metrics[name]:g}{unit}{spread}{unit}")
     return 0
 

@@ -14,7 +14,13 @@ from typing import Any
 from harness.builder import build_with
 from harness.errors import HarnessError, Location, QualityError, UsageError
 from harness.expect import ModelSpec, QualitySection, Variant
-from harness.quality import METRICS, QualityStats, compare_embeddings, compare_perplexity
+from harness.quality import (
+    METRICS,
+    QualityStats,
+    compare_embeddings,
+    compare_perplexity,
+    corpus_sentences,
+)
 from harness.store import Store
 from harness.toolchain import parse_server_args
 
@@ -65,7 +71,7 @@ def measure_quality(
             stats = compare_embeddings(
                 artifact.model,
                 reference,
-                section.sentences or _sentences(section),
+                section.sentences or corpus_sentences(section.corpus),
                 pooling=_pooling(artifact),
                 ctx_size=section.settings.ctx_size,
             )
@@ -116,16 +122,6 @@ def _image(text: str, out_dir: Path) -> Artifact:
         return resolve_artifact(text, out_dir)
     except UsageError:
         return artifact_of_stored(Store().pull(text))  # a registry reference, pulled once
-
-
-def _sentences(section: QualitySection) -> tuple[str, ...]:
-    try:
-        text = section.corpus.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise QualityError(
-            f"corpus: cannot read {section.corpus}: {error}", part="corpus"
-        ) from None
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
 def _pooling(artifact: Artifact) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from harness import __version__
 from harness.oci import LABEL_PREFIX
+from harness.quality import HEADLINE
 
 __all__ = ["PREFIX", "Evidence"]
 
@@ -93,16 +94,11 @@ class Evidence:
         )
 
 
-# What a reader compares across a ladder; the report keeps every statistic.
-_HEADLINE: tuple[str, ...] = ("ppl_ratio", "kld_mean", "kld_p99", "same_top_p", "delta_p_rms")
-_HEADLINE += ("cosine_min", "cosine_mean", "rank_correlation")
-
-
 def _quality(record: Any) -> dict[str, str]:
     if not isinstance(record, Mapping) or not isinstance(record.get("metrics"), Mapping):
         return {}
     metrics = record["metrics"]
-    found = {k: f"{metrics[k]:g}" for k in _HEADLINE if isinstance(metrics.get(k), (int, float))}
+    found = {k: f"{metrics[k]:g}" for k in HEADLINE if isinstance(metrics.get(k), (int, float))}
     if found and isinstance(record.get("reference"), str):
         found["reference"] = record["reference"]
     return found

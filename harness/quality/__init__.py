@@ -12,10 +12,11 @@ from pathlib import Path
 
 from ._embedding import compare_embeddings
 from ._perplexity import comparable, compare_perplexity, file_digest, parse_statistics
-from ._records import METRICS, Metric, QualitySettings, QualityStats
+from ._records import HEADLINE, METRICS, Metric, QualitySettings, QualityStats, corpus_sentences
 
 __all__ = [
     "DEFAULT_CORPUS",
+    "HEADLINE",
     "METRICS",
     "Metric",
     "QualitySettings",
@@ -23,6 +24,7 @@ __all__ = [
     "comparable",
     "compare_embeddings",
     "compare_perplexity",
+    "corpus_sentences",
     "file_digest",
     "parse_statistics",
 ]

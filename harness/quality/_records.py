@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
-__all__ = ["METRICS", "Metric", "QualitySettings", "QualityStats"]
+from harness.errors import QualityError
+
+__all__ = ["HEADLINE", "METRICS", "Metric", "QualitySettings", "QualityStats", "corpus_sentences"]
 
 Kind = Literal["perplexity", "embedding"]
 
@@ -58,6 +61,28 @@ METRICS: Mapping[str, Metric] = _metrics(
         "Spearman correlation of the pairwise sentence similarities",
     ),
 )
+
+
+#: What a reader compares across a ladder (annotations, the CLI's summary); reports keep them all.
+HEADLINE = (
+    "ppl_ratio",
+    "kld_mean",
+    "kld_p99",
+    "same_top_p",
+    "delta_p_rms",
+    "cosine_min",
+    "cosine_mean",
+    "rank_correlation",
+)
+
+
+def corpus_sentences(path: Path) -> tuple[str, ...]:
+    """An embedding corpus: one sentence per non-empty line of a UTF-8 text file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise QualityError(f"corpus: cannot read {path}: {error}", part="corpus") from None
+    return tuple(line.strip() for line in text.splitlines() if line.strip())
 
 
 @dataclass(frozen=True)
