@@ -12,6 +12,7 @@ from collections import namedtuple
 from pathlib import Path
 from typing import BinaryIO
 
+import gguf
 import pytest
 
 from harness.builder import BuildOptions, build
@@ -28,8 +29,12 @@ from harness.oci import OCI_CONFIG, Descriptor, LayerEntry, LayoutWriter, read_l
 from harness.publish import Evidence, PublishSpec, publish
 from harness.publish._layout_target import write_layout_target
 from harness.store import Store
+from harness.toolchain import convert
+from harness.toolchain._room import convert_floor, quantize_floor
 from tests.gguf_files import write_model
 from tests.services import Registry
+
+T = gguf.GGMLQuantizationType
 
 Usage = namedtuple("Usage", "total used free")
 PASSED = Evidence(True, checks=1, llama_cpp="0c1e570", smoke="passed")
@@ -266,3 +271,48 @@ def test_run_and_estimate_of_a_layout_that_cannot_be_unpacked_fail_at_once(
         assert len(error.strip().splitlines()) == 1
     images = Path(os.environ["GGUF_HARNESS_CACHE"]) / "images"
     assert not images.exists() or [p.name for p in images.iterdir()] == []
+
+
+def test_a_quantize_that_cannot_fit_is_refused_before_the_quantizer_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """llama-quantize would find a full disk only at its failed write; the output's floor
+    (harness.toolchain._room) is checked first, and the tool never starts."""
+    monkeypatch.setenv("GGUF_HARNESS_CACHE", str(tmp_path / "cache"))
+    ran = tmp_path / "quantizer-ran"
+    fake = tmp_path / "llama-quantize"
+    fake.write_text(f"#!/bin/sh\ntouch {ran}\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("GGUF_HARNESS_LLAMA_QUANTIZE", str(fake))
+    context = tmp_path / "context"
+    context.mkdir()
+    write_model(context / "model.gguf", weight_type=T.F16, file_type=gguf.LlamaFileType.MOSTLY_F16)
+    (context / "GGUFPackerfile").write_text(
+        "FROM scratch AS f16\nCOPY model.gguf /\n"
+        "FROM scratch\nQUANTIZE --from=f16 --type=Q4_K_M /model.gguf /models/m.gguf\n"
+        'CMD ["-m", "/models/m.gguf"]\n'
+    )
+    floor = quantize_floor(context / "model.gguf", "Q4_K_M")
+    assert floor > 0
+    fake_free(monkeypatch, floor // 2)
+    out = tmp_path / "out" / "tiny"
+    assert main(["build", str(context), "--output", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"not enough disk for QUANTIZE Q4_K_M: {floor} bytes needed, {floor // 2} free" in err
+    assert "GGUFPackerfile:4" in err
+    assert not ran.exists() and not out.exists()
+
+
+def test_a_convert_that_cannot_fit_is_refused_before_the_converter_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.models import write_tiny_llama
+
+    model = write_tiny_llama(tmp_path / "tiny-llama")
+    floor = convert_floor(model, "f16")
+    # Two bytes an element, less the floor's margin, of the safetensors' elements.
+    assert 0 < floor < sum(p.stat().st_size for p in model.glob("*.safetensors"))
+    fake_free(monkeypatch, floor - 1)
+    with pytest.raises(HarnessError, match=f"CONVERT --outtype f16: {floor} bytes needed"):
+        convert(model, tmp_path / "out" / "tiny.gguf", out_type="F16")
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from harness.toolchain import CONVERT_TYPES, ToolchainError, convert, converter_dir
+from harness.toolchain._room import convert_floor
 from tests.models import (
     TINY_LLAMA,
     minilm_dir,
@@ -92,7 +93,7 @@ def test_tiny_llama_is_reproducible_and_k_quantizable(tmp_path: Path) -> None:
 
 
 @component
-def test_converts_tiny_llama_to_f16(tiny_f16: Path) -> None:
+def test_converts_tiny_llama_to_f16(tiny_f16: Path, tiny_llama: Path) -> None:
     meta = _metadata(tiny_f16)
     assert meta["general.architecture"] == "llama"
     assert meta["general.file_type"] == 1  # MOSTLY_F16
@@ -104,6 +105,8 @@ def test_converts_tiny_llama_to_f16(tiny_f16: Path) -> None:
     assert types["blk.0.attn_q.weight"] == "F16"
     assert types["output_norm.weight"] == "F32"  # 1-d tensors stay F32
     assert len(types) == 3 + 9 * TINY_LLAMA.layers
+    size = tiny_f16.stat().st_size
+    assert 0.5 * size < convert_floor(tiny_llama, "f16") <= size
 
 
 @component
@@ -116,6 +119,8 @@ def test_converts_tiny_llama_to_q8_0_with_a_chosen_name(
     assert meta["general.name"] == "Tiny"
     assert _tensor_types(out)["blk.1.ffn_down.weight"] == "Q8_0"
     assert [p.name for p in tmp_path.iterdir()] == ["tiny.Q8_0.gguf"]
+    # The disk check's floor stays under what the converter really writes.
+    assert 0.5 * out.stat().st_size < convert_floor(tiny_llama, "q8_0") <= out.stat().st_size
 
 
 @component

@@ -26,6 +26,7 @@ from harness.toolchain import (
     quantize_command,
     quantize_options,
 )
+from harness.toolchain._room import quantize_floor
 from tests.models import missing_converter_modules, write_imatrix, write_tiny_llama
 
 gguf = pytest.importorskip("gguf")
@@ -441,6 +442,9 @@ def test_every_type_quantizes_to_a_file_llama_cpp_loads(
     out = quantize(f16, folder / "out.gguf", type=qtype, imatrix=matrix, nthread=2, isolated=False)
     expected = 1 if qtype == "COPY" else QUANTIZE_TYPES[qtype]  # COPY keeps the source's type
     assert _loaded_file_type(out) == expected
+    # The disk check's floor never exceeds what llama.cpp really writes (no false refusal).
+    floor = quantize_floor(f16, qtype)
+    assert floor <= out.stat().st_size
 
 
 @component

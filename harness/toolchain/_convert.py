@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from harness._fs import staged_output
+from harness._fs import ensure_room, staged_output
 from harness.errors import ToolchainError
 
 from ._llama import Progress, converter_dir
 from ._process import error_line, run_tool
+from ._room import convert_floor
 
 __all__ = ["CONVERT_CLASSES", "CONVERT_TYPES", "convert"]
 
@@ -66,6 +67,8 @@ def convert(
     if cls == "lora" and model_name is not None:
         raise ToolchainError.at(source, "the LoRA converter takes no model name")
 
+    # Refused before the converter starts: it would find a full disk only at its failed write.
+    ensure_room(target.parent, convert_floor(source, outtype), f"CONVERT --outtype {outtype}")
     scripts = converter_dir(progress=progress)
     script = scripts / ("convert_lora_to_gguf.py" if cls == "lora" else "convert_hf_to_gguf.py")
     command = [str(python or sys.executable), str(script), str(source), "--outtype", outtype]

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness._fs import staged_output
+from harness._fs import ensure_room, staged_output
 from harness.errors import ToolchainError
 
 from ._inprocess import quantize_in_process
@@ -24,6 +24,7 @@ from ._llama import Progress
 from ._process import error_line, run_tool
 from ._programs import find_programs
 from ._qtypes import GGML_TYPE_NAMES, QuantizeOptions, quantize_options
+from ._room import quantize_floor
 
 __all__ = [
     "QUANTIZE_BINARY_ENV",
@@ -85,6 +86,8 @@ def quantize(
     target = Path(dest)
     # llama-quantize records the imatrix path it was given; a label needs the library call.
     tool = _binary(binary) if options.imatrix_label is None else None
+    # Refused before the tool starts (it would find a full disk only at its failed write).
+    ensure_room(target.parent, quantize_floor(source, options.type), f"QUANTIZE {options.type}")
     with staged_output(target) as tmp:
         if tool is None and isolated:
             _quantize_in_child(source, tmp, options, progress)
