@@ -5,6 +5,7 @@ request with its headers, so a test can assert what reached whom."""
 from __future__ import annotations
 
 import http.server
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -209,3 +210,96 @@ def test_a_blob_that_always_answers_a_wrong_range_is_given_up(hosts: tuple[Host,
     with pytest.raises(HarnessError, match=r"answers 206 with Content-Range 'bytes 50-99/100'"):
         fetch_blob(client, "m", descriptor, io.BytesIO(), SCOPE)
     assert len([r for r in registry.seen if "/blobs/" in r.path]) == 3
+
+
+# -- one blob over several Range streams (harness/distribution/_ranges.py) ---------------------
+
+
+def _ranged(registry: Host, data: bytes, answer: Handler) -> tuple[Http, object, str]:
+    import hashlib
+
+    from harness.distribution._options import RetryPolicy
+    from harness.oci import Descriptor
+
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    registry.routes[f"/v2/m/blobs/{digest}"] = answer
+    options = RegistryOptions(
+        credentials=CREDS,
+        retry=RetryPolicy(attempts=3, backoff=0.01),
+        range_segment=1024,
+        range_streams=4,
+    )
+    client = Http(f"127.0.0.1:{registry.port}", options, "m")
+    return client, Descriptor("application/octet-stream", digest, len(data)), digest
+
+
+def _asked(request: _Request) -> tuple[int, int]:
+    first, last = request.headers["range"].removeprefix("bytes=").split("-")
+    return int(first), int(last)
+
+
+def _fetch(client: Http, descriptor: object) -> bytes:
+    import io
+
+    from harness.distribution._download import fetch_blob
+
+    out = io.BytesIO()
+    fetch_blob(client, "m", descriptor, out, SCOPE)  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+def test_a_registry_that_ignores_range_gives_the_blob_on_one_stream(
+    hosts: tuple[Host, Host],
+) -> None:
+    registry, _ = hosts
+    data = bytes(range(256)) * 40  # ten segments
+    client, descriptor, _ = _ranged(registry, data, lambda r: (200, {}, data))
+    assert _fetch(client, descriptor) == data
+    assert len([r for r in registry.seen if "/blobs/" in r.path]) == 1
+
+
+def test_a_segment_cut_short_asks_again_for_its_rest_only(hosts: tuple[Host, Host]) -> None:
+    registry, _ = hosts
+    data = os.urandom(10 * 1024)
+    cut: list[tuple[int, int]] = []
+
+    def answer(request: _Request) -> tuple[int, dict[str, str], bytes]:
+        first, last = _asked(request)
+        body = data[first : last + 1]
+        if first == 3072 and not cut:  # the fourth segment breaks off half way, once
+            cut.append((first, last))
+            body = body[:500]
+        return 206, {"Content-Range": f"bytes {first}-{first + len(body) - 1}/{len(data)}"}, body
+
+    client, descriptor, _ = _ranged(registry, data, answer)
+    assert _fetch(client, descriptor) == data
+    asked = [_asked(r) for r in registry.seen if "/blobs/" in r.path]
+    assert (3572, 4095) in asked  # the rest of the broken segment, not the whole of it again
+    assert len(asked) == 11
+
+
+@pytest.mark.parametrize(
+    ("later", "message"),
+    [
+        ("wrong-range", r"after answering an earlier range"),
+        ("too-long", r"sent more than asked"),
+    ],
+)
+def test_a_registry_that_misanswers_a_later_range_is_refused(
+    hosts: tuple[Host, Host], later: str, message: str
+) -> None:
+    registry, _ = hosts
+    data = os.urandom(10 * 1024)
+
+    def answer(request: _Request) -> tuple[int, dict[str, str], bytes]:
+        first, last = _asked(request)
+        if first == 0:
+            return 206, {"Content-Range": f"bytes 0-{last}/{len(data)}"}, data[: last + 1]
+        if later == "wrong-range":
+            return 206, {"Content-Range": f"bytes 0-1023/{len(data)}"}, data[:1024]
+        return 206, {"Content-Range": f"bytes {first}-{last}/{len(data)}"}, data[first : last + 9]
+
+    client, descriptor, _ = _ranged(registry, data, answer)
+    with pytest.raises(HarnessError, match=message):
+        _fetch(client, descriptor)
+    assert len([r for r in registry.seen if "/blobs/" in r.path]) < 20  # no endless asking

@@ -4,8 +4,10 @@ broken connection, refused as soon as it grows past the size its descriptor stat
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
+from collections.abc import Iterator
 from typing import BinaryIO
 
 from urllib3.exceptions import HTTPError
@@ -14,8 +16,9 @@ from harness._progress import Progress, progress
 from harness.errors import DigestError, RegistryError
 from harness.oci import Descriptor
 
-from ._http import Http, Response, registry_error
+from ._http import Http, registry_error
 from ._parallel import stop_point
+from ._ranges import first_range_end, range_start, ranged_pieces
 from ._token import Scope
 
 __all__ = ["fetch_blob"]
@@ -49,16 +52,21 @@ def _fetch(
     policy = http.options.retry
     while True:
         headers = {"Accept-Encoding": "identity"}
-        if got:
+        # A big blob asks for its first segment only: a 206 answer starts the ranged download.
+        first_end = first_range_end(http.options, got, descriptor.size)
+        if first_end is not None:
+            headers["Range"] = f"bytes={got}-{first_end}"
+        elif got:
             headers["Range"] = f"bytes={got}-"
         response = http.request("GET", path, scope=scope, headers=headers, stream=True)
+        pieces: Iterator[bytes] = iter(functools.partial(response.read, _READ), b"")
         if response.status == 200 and got:
             # No range support: start over.
             out.seek(start)
             out.truncate()
             digest, got = hashlib.new(algorithm), 0
             bar.update(0)
-        elif response.status == 206 and not _range_starts_at(response, got):
+        elif response.status == 206 and range_start(response) != got:
             # A range we did not ask for: start over, but within the retry budget (a registry
             # that always answers so would otherwise be asked forever).
             content_range = response.headers.get("Content-Range", "none")
@@ -78,8 +86,10 @@ def _fetch(
             continue
         elif response.status not in (200, 206):
             raise registry_error("GET", http.url(path), response, where)
+        elif response.status == 206 and first_end is not None:
+            pieces = ranged_pieces(http, path, scope, response, got, descriptor.size, where)
         try:
-            while piece := response.read(_READ):
+            for piece in pieces:
                 got += len(piece)
                 if got > descriptor.size:
                     response.release_conn()
@@ -102,6 +112,11 @@ def _fetch(
                     where,
                 ) from None
             time.sleep(policy.wait(failures - 1))
+        finally:
+            # A ranged download's workers stop now, not when the generator is collected.
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
     actual = f"{algorithm}:{digest.hexdigest()}"
     if got != descriptor.size or actual != descriptor.digest:
         raise DigestError(
@@ -109,11 +124,3 @@ def _fetch(
             f"expected {descriptor.size} bytes with digest {descriptor.digest}",
             where,
         )
-
-
-def _range_starts_at(response: Response, offset: int) -> bool:
-    value = response.headers.get("Content-Range", "")  # bytes 100-199/200
-    try:
-        return int(value.split(" ", 1)[1].split("-", 1)[0]) == offset
-    except (IndexError, ValueError):
-        return False

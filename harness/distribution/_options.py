@@ -7,13 +7,24 @@ from pathlib import Path
 
 from ._credentials import Credentials
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "DEFAULT_TRANSFERS", "RegistryOptions", "RetryPolicy"]
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_RANGE_SEGMENT",
+    "DEFAULT_RANGE_STREAMS",
+    "DEFAULT_TRANSFERS",
+    "RegistryOptions",
+    "RetryPolicy",
+]
 
 # Big enough that HTTP round trips cost nothing next to the bytes, small enough that a broken
 # connection costs at most one chunk on a registry that can resume.
 DEFAULT_CHUNK_SIZE = 64 << 20
 # Blobs moved at once: the shards of a split model, a model and its projector.
 DEFAULT_TRANSFERS = 4
+# One big blob's download over this many connections, a segment each: object storage behind a
+# registry often caps each connection's rate. At most streams x segment bytes are held.
+DEFAULT_RANGE_STREAMS = 4
+DEFAULT_RANGE_SEGMENT = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -41,8 +52,9 @@ class RegistryOptions:
     registry", skopeo's ``--tls-verify=false``); ``ca_file`` trusts one more CA instead (a
     self-signed registry), on top of the system's and ``/etc/docker/certs.d/<host>/*.crt``.
     ``credentials`` None means: look them up (environment, docker config, helpers).
-    ``transfers``: blobs pushed or pulled at once (each blob is one stream: its digest is a
-    chain that one core computes, so ranges of one blob in parallel would not go faster).
+    ``transfers``: blobs pushed or pulled at once. ``range_streams``: connections one big blob
+    is downloaded over, ``range_segment`` bytes each at a time (``harness.distribution._ranges``:
+    for storage that caps each connection's rate; its digest stays one sequential pass).
     """
 
     insecure: bool = False
@@ -54,3 +66,5 @@ class RegistryOptions:
     read_timeout: float = 120.0
     user_agent: str = "gguf-harness"
     transfers: int = DEFAULT_TRANSFERS
+    range_streams: int = DEFAULT_RANGE_STREAMS
+    range_segment: int = DEFAULT_RANGE_SEGMENT
