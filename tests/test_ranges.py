@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.distribution import RegistryClient, RegistryOptions, push_layout
+from harness.distribution import RegistryClient, RegistryOptions, pull_layout, push_layout
 from harness.oci import Descriptor, LayerEntry, LayoutWriter
 from harness.store import Store
 from tests.services import Registry
@@ -99,3 +99,29 @@ def test_a_pull_into_the_store_unpacks_a_ranged_layer(registry: Registry, tmp_pa
         assert sum(1 for g in proxy.gets if g is not None and g.startswith("bytes=")) >= 12
         assert proxy.peak >= 2
     assert (stored.root / "models" / "m.gguf").read_bytes() == model
+
+
+def test_several_blobs_each_over_ranges_share_one_pool_without_warnings(
+    registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shards of a split model come at once, each over its ranges: 3 x 4 connections to
+    one host; a pool smaller than that discards connections with a warning on stderr."""
+    shards = [os.urandom(4 << 20) for _ in range(3)]
+    layout = tmp_path / "layout"
+    with LayoutWriter(layout) as writer:
+        layers = [
+            writer.add_layer([LayerEntry(f"/models/m-{n}.gguf", data)], "none")
+            for n, data in enumerate(shards)
+        ]
+        config = {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+        }
+        writer.tag(writer.add_image(config, layers), "v1")
+    push_layout(layout, f"{registry.host}/ranges/split:v1", options=RegistryOptions(insecure=True))
+    options = RegistryOptions(insecure=True, range_segment=SEGMENT, range_streams=4, transfers=3)
+    with caplog.at_level("WARNING", logger="urllib3"), ThrottledProxy(registry.host, RATE) as proxy:
+        pull_layout(f"{proxy.host}/ranges/split:v1", tmp_path / "pulled", options=options)
+        assert proxy.peak > 8
+    assert [r.getMessage() for r in caplog.records] == []

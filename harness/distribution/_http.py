@@ -63,7 +63,9 @@ class Http:
         self.where = where  # the reference named in errors
         self._pool = urllib3.PoolManager(
             num_pools=4,
-            maxsize=8,
+            # Every blob at once, each over its Range streams, with connections to spare: a
+            # full pool would discard connections with a warning on stderr.
+            maxsize=max(8, options.transfers * options.range_streams + 2),
             ssl_context=ssl_context(host, options),
             timeout=urllib3.Timeout(connect=options.connect_timeout, read=options.read_timeout),
             retries=False,
