@@ -30,7 +30,7 @@ from harness.publish import Evidence, PublishSpec, publish
 from harness.publish._layout_target import write_layout_target
 from harness.store import Store
 from harness.toolchain import convert
-from harness.toolchain._room import convert_floor, quantize_floor
+from harness.toolchain._room import convert_floor, model_headers, quantize_floor
 from tests.gguf_files import write_model
 from tests.services import Registry
 
@@ -292,7 +292,7 @@ def test_a_quantize_that_cannot_fit_is_refused_before_the_quantizer_runs(
         "FROM scratch\nQUANTIZE --from=f16 --type=Q4_K_M /model.gguf /models/m.gguf\n"
         'CMD ["-m", "/models/m.gguf"]\n'
     )
-    floor = quantize_floor(context / "model.gguf", "Q4_K_M")
+    floor = quantize_floor(model_headers(context / "model.gguf"), "Q4_K_M")
     assert floor > 0
     fake_free(monkeypatch, floor // 2)
     out = tmp_path / "out" / "tiny"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ from harness.toolchain import (
     quantize_command,
     quantize_options,
 )
-from harness.toolchain._room import quantize_floor
+from harness.toolchain._room import model_headers, quantize_floor
 from tests.models import missing_converter_modules, write_imatrix, write_tiny_llama
 
 gguf = pytest.importorskip("gguf")
@@ -443,7 +444,7 @@ def test_every_type_quantizes_to_a_file_llama_cpp_loads(
     expected = 1 if qtype == "COPY" else QUANTIZE_TYPES[qtype]  # COPY keeps the source's type
     assert _loaded_file_type(out) == expected
     # The disk check's floor never exceeds what llama.cpp really writes (no false refusal).
-    floor = quantize_floor(f16, qtype)
+    floor = quantize_floor(model_headers(f16), qtype)
     assert floor <= out.stat().st_size
 
 
@@ -512,3 +513,33 @@ def test_an_isolated_run_reports_the_file_at_fault(tmp_path: Path) -> None:
     with pytest.raises(ToolchainError) as caught:
         quantize(tmp_path / "in.gguf", tmp_path / "out.gguf", type="Q4_K_M", imatrix=junk)
     assert str(caught.value) == f"{junk}: no data in imatrix file"
+
+
+@component
+@pytest.mark.parametrize("how", ["llama-quantize", "in-process", "isolated"])
+def test_quantize_shows_the_source_bytes_done_in_ci_logs(
+    f16: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    how: str,
+) -> None:
+    """A 40 GB QUANTIZE runs for many minutes: its progress is the source's tensor bytes done,
+    one line of llama.cpp's per tensor, however llama.cpp is run."""
+    from harness import _progress
+    from harness.units import format_size
+
+    monkeypatch.setenv("CI", "true")
+    _progress.configure(interval=0.0, min_total=0)
+    try:
+        binary = _llama_quantize() if how == "llama-quantize" else None
+        quantize(f16, tmp_path / "q.gguf", type="Q8_0", binary=binary, isolated=how == "isolated")
+    finally:
+        _progress.configure(interval=5.0, min_total=32 << 20)
+    total = sum(t.n_bytes for h in model_headers(f16) for t in h.tensors)
+    err = capfd.readouterr().err
+    going = re.findall(
+        rf"^gguf-harness: QUANTIZE Q8_0: .+ of {re.escape(format_size(total))} \(", err, re.M
+    )
+    done = re.findall(r"^gguf-harness: QUANTIZE Q8_0: (.+) in [\d.]+ s", err, re.M)
+    assert len(going) >= 5 and done == [format_size(total)], err

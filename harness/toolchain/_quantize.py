@@ -11,12 +11,15 @@ success.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from harness._fs import ensure_room, staged_output
+from harness._progress import Progress as Bar
+from harness._progress import progress as harness_progress
 from harness.errors import ToolchainError
 
 from ._inprocess import quantize_in_process
@@ -24,7 +27,7 @@ from ._llama import Progress
 from ._process import error_line, run_tool
 from ._programs import find_programs
 from ._qtypes import GGML_TYPE_NAMES, QuantizeOptions, quantize_options
-from ._room import quantize_floor
+from ._room import model_headers, quantize_floor
 
 __all__ = [
     "QUANTIZE_BINARY_ENV",
@@ -34,6 +37,7 @@ __all__ = [
 
 QUANTIZE_BINARY_ENV = "GGUF_HARNESS_LLAMA_QUANTIZE"
 IN_PROCESS = "in-process"
+_TENSOR_LINE = re.compile(r"\[\s*\d+/\s*\d+\]\s+(\S+)\s+-")
 
 
 def quantize(
@@ -86,16 +90,37 @@ def quantize(
     target = Path(dest)
     # llama-quantize records the imatrix path it was given; a label needs the library call.
     tool = _binary(binary) if options.imatrix_label is None else None
+    headers = model_headers(source)
     # Refused before the tool starts (it would find a full disk only at its failed write).
-    ensure_room(target.parent, quantize_floor(source, options.type), f"QUANTIZE {options.type}")
-    with staged_output(target) as tmp:
+    ensure_room(target.parent, quantize_floor(headers, options.type), f"QUANTIZE {options.type}")
+    sizes = {t.name: t.n_bytes for header in headers for t in header.tensors}
+    with (
+        staged_output(target) as tmp,
+        harness_progress(f"QUANTIZE {options.type}", sum(sizes.values())) as bar,
+    ):
+        # Each tensor's line comes once it is written: the source's bytes done so far.
+        lines = _TensorLines(bar, sizes, progress)
         if tool is None and isolated:
-            _quantize_in_child(source, tmp, options, progress)
+            _quantize_in_child(source, tmp, options, lines)
         elif tool is None:
-            quantize_in_process(source, tmp, options, progress)
+            quantize_in_process(source, tmp, options, lines)
         else:
-            _quantize_with_binary(tool, source, tmp, options, progress)
+            _quantize_with_binary(tool, source, tmp, options, lines)
     return target
+
+
+class _TensorLines:
+    """llama-quantize's ``[  12/ 291] blk.1.attn_q.weight - ...`` lines as a bar's bytes."""
+
+    def __init__(self, bar: Bar, sizes: dict[str, int], forward: Progress | None) -> None:
+        self.bar, self.sizes, self.forward = bar, sizes, forward
+
+    def __call__(self, line: str) -> None:
+        found = _TENSOR_LINE.match(line)
+        if found is not None:
+            self.bar.advance(self.sizes.get(found[1], 0))
+        if self.forward is not None:
+            self.forward(line)
 
 
 def _binary(binary: str | os.PathLike[str] | None) -> Path | None:

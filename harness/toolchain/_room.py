@@ -19,9 +19,15 @@ import struct
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.gguf import GGML_QUANT_SIZES, GGMLQuantizationType, read_header, shard_paths
+from harness.gguf import (
+    GGML_QUANT_SIZES,
+    GGMLQuantizationType,
+    GGUFHeader,
+    read_header,
+    shard_paths,
+)
 
-__all__ = ["convert_floor", "quantize_floor"]
+__all__ = ["convert_floor", "model_headers", "quantize_floor"]
 
 _MARGIN = 0.9
 # llama_tensor_get_type's base type for each mix (llama-quant.cpp at the pinned commit).
@@ -45,15 +51,20 @@ _SAFETENSORS_HEADER_MAX = 100 << 20  # the format's own cap
 _CONVERT_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "auto": 2.0, "q8_0": 34 / 32}
 
 
-def quantize_floor(source: str | os.PathLike[str], type_name: str) -> int:
-    """The fewest bytes ``llama-quantize SOURCE OUT TYPE`` can write (its shards included)."""
-    name = type_name.upper()
-    base = _MIX_BASE.get(name, name)
+def model_headers(source: str | os.PathLike[str]) -> list[GGUFHeader]:
+    """The headers of every shard of the GGUF model ``source``; none when it cannot be read
+    (the tool that reads it next says why)."""
     try:
         first = read_header(source)
-        headers = [first] + [read_header(p) for p in shard_paths(os.fspath(source), first)[1:]]
+        return [first] + [read_header(p) for p in shard_paths(os.fspath(source), first)[1:]]
     except (HarnessError, OSError):
-        return 0
+        return []
+
+
+def quantize_floor(headers: list[GGUFHeader], type_name: str) -> int:
+    """The fewest bytes ``llama-quantize`` can write for the model of ``headers``."""
+    name = type_name.upper()
+    base = _MIX_BASE.get(name, name)
     if name == "COPY":
         return sum(h.file_size for h in headers)
     try:
