@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
 from harness.toolchain import CONVERT_TYPES, ToolchainError, convert, converter_dir
 from harness.toolchain._room import convert_floor
+from harness.units import format_size
 from tests.models import (
     TINY_LLAMA,
     minilm_dir,
@@ -217,3 +219,26 @@ def test_interrupting_kills_the_converter_and_leaves_nothing(
         convert(tiny_llama, tmp_path / "out.gguf", progress=interrupt)
     assert len(seen) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+@component
+def test_convert_shows_the_bytes_written_in_ci_logs(
+    converter: Path,
+    tiny_llama: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The converter says nothing while it writes: the bar follows its output file, against
+    the total it names first."""
+    from harness import _progress
+
+    monkeypatch.setenv("CI", "true")
+    _progress.configure(interval=0.0, min_total=0)
+    try:
+        out = convert(tiny_llama, tmp_path / "tiny.gguf", out_type="f16")
+    finally:
+        _progress.configure(interval=5.0, min_total=32 << 20)
+    err = capfd.readouterr().err
+    done = re.findall(r"^gguf-harness: CONVERT f16: (.+) in [\d.]+ s", err, re.M)
+    assert done == [format_size(out.stat().st_size)], err

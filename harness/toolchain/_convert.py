@@ -6,12 +6,17 @@ runtime was built from, in a child process, exactly as gguf-packer's CONVERT doe
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import sys
+import threading
 from pathlib import Path
 from typing import Literal
 
 from harness._fs import ensure_room, staged_output
+from harness._progress import Progress as Bar
+from harness._progress import progress as harness_progress
 from harness.errors import ToolchainError
 
 from ._llama import Progress, converter_dir
@@ -31,6 +36,9 @@ CONVERT_TYPES: dict[str, str] = {
     "TQ2_0": "tq2_0",
 }
 CONVERT_CLASSES = ("model", "lora")
+# gguf-py's GGUFWriter logs the bytes it will write in decimal units, 3 digits.
+_TOTAL_SIZE = re.compile(r"total_size = ([\d.]+)([KMGT]?)\b")
+_SI = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 # The converter must never reach for the Hugging Face hub: a file missing from the local directory
 # is an error to report, not something to download (and CI has no route to the hub anyway).
@@ -76,10 +84,8 @@ def convert(
         command += ["--base", str(base)]
     if model_name is not None:
         command += ["--model-name", model_name]
-    with staged_output(target) as tmp:
-        run = run_tool(
-            [*command, "--outfile", str(tmp)], env=_environment(scripts), progress=progress
-        )
+    with staged_output(target) as tmp, _Written(tmp, f"CONVERT {outtype}", progress) as lines:
+        run = run_tool([*command, "--outfile", str(tmp)], env=_environment(scripts), progress=lines)
         if run.returncode != 0:
             raise ToolchainError.at(
                 source, f"{script.name} failed: {error_line(run.tail)}", detail=run.tail
@@ -111,3 +117,45 @@ def _environment(scripts: Path) -> dict[str, str]:
     # tqdm's redrawn progress bar would fill the captured log with carriage returns
     env["TQDM_DISABLE"] = "1"
     return env
+
+
+class _Written:
+    """The converter prints nothing while it writes a model (minutes for a big one): once it
+    names the tensor bytes it will write (``total_size = 15.2G``), the bar follows its output
+    file's size, read every half second."""
+
+    def __init__(self, path: Path, step: str, forward: Progress | None) -> None:
+        self.path, self.step, self.forward = path, step, forward
+        self._stack = contextlib.ExitStack()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._bar: Bar | None = None
+
+    def __enter__(self) -> _Written:
+        return self
+
+    def __call__(self, line: str) -> None:
+        found = _TOTAL_SIZE.search(line)
+        if found is not None and self._thread is None:
+            total = int(float(found[1]) * _SI.get(found[2], 1))
+            bar = self._stack.enter_context(harness_progress(self.step, total))
+            self._bar = bar
+            self._thread = threading.Thread(target=self._follow, args=(bar,), daemon=True)
+            self._thread.start()
+        if self.forward is not None:
+            self.forward(line)
+
+    def _follow(self, bar: Bar) -> None:
+        while not self._stop.wait(0.5):
+            self._read(bar)
+
+    def _read(self, bar: Bar) -> None:
+        with contextlib.suppress(OSError):
+            bar.update(self.path.stat().st_size)
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None and self._bar is not None:
+            self._thread.join()
+            self._read(self._bar)  # the whole file, not its size at the last look
+        self._stack.close()
