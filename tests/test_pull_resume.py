@@ -12,23 +12,36 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
+import random
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, BinaryIO, cast
 
 import pytest
 
-from harness.distribution import RegistryOptions, push_layout
-from harness.oci import LayerEntry, LayoutWriter, read_layout
-from harness.store import Store
+from harness._fs import try_lock
+from harness.distribution import (
+    LayoutImageSource,
+    Prefix,
+    RegistryError,
+    RegistryOptions,
+    pull_layout,
+    push_layout,
+)
+from harness.distribution._source import copy_verified
+from harness.oci import OCI_LAYER, Descriptor, Layer, LayerEntry, LayoutWriter, read_layout
+from harness.store import Store, _resume
 from tests.harness_cli import harness
 from tests.services import Registry
 from tests.test_interrupt import write_big_gguf
@@ -94,10 +107,11 @@ def test_a_killed_store_pull_resumes_where_it_stopped(
 ) -> None:
     ref = _pushed(plain, registry, "resume/store")
     tmp = Path(env["GGUF_HARNESS_STORE"]) / "tmp"
+    before = registry.log.stat().st_size
     _kill_when(["pull", ref, "--insecure"], env, lambda: _journaled(tmp) >= plain.size // 2)
     offset = _journaled(tmp)
     assert plain.size // 2 <= offset < plain.size
-    mark = registry.log.stat().st_size
+    mark = _settled(registry, before, plain.blob)
     _pull_ok(ref, env, plain)
     gets = _blob_gets(registry, mark, plain.blob)
     # One Range request, from where the journal stopped: the rest of the blob, no more.
@@ -112,10 +126,11 @@ def test_a_changed_staged_file_ends_in_the_right_model(
 ) -> None:
     ref = _pushed(plain, registry, "resume/store-changed")
     tmp = Path(env["GGUF_HARNESS_STORE"]) / "tmp"
+    before = registry.log.stat().st_size
     _kill_when(["pull", ref, "--insecure"], env, lambda: _journaled(tmp) >= plain.size // 2)
     (staged,) = tmp.glob(f"resume-*/layer/fs{MODEL}")
     _flip_byte(staged, 1 << 20)
-    mark = registry.log.stat().st_size
+    mark = _settled(registry, before, plain.blob)
     done = _pull_ok(ref, env, plain)
     assert "again from 0" in done.stderr
     gets = _blob_gets(registry, mark, plain.blob)
@@ -149,9 +164,10 @@ def test_a_killed_layout_pull_resumes_where_it_stopped(
     dest = tmp_path / "out" / "pulled"
     partial = dest.parent / f".pulled.part-{plain.blob[7:]}"
     argv = _layout_pull(ref, dest)
+    before = registry.log.stat().st_size
     _kill_when(argv, env, lambda: _size(partial) >= plain.size // 2, module=False)
     have = _size(partial)
-    mark = registry.log.stat().st_size
+    mark = _settled(registry, before, plain.blob)
     _run_ok(argv, env, module=False)
     assert _blob_gets(registry, mark, plain.blob) == [(206, plain.size - have)]
     _check_layout(dest, plain)
@@ -159,14 +175,125 @@ def test_a_killed_layout_pull_resumes_where_it_stopped(
 
     # A partial changed behind the pull's back: the digest says so, and it is fetched from 0.
     shutil.rmtree(dest)
+    before = registry.log.stat().st_size
     _kill_when(argv, env, lambda: _size(partial) >= plain.size // 2, module=False)
     _flip_byte(partial, 4096)
-    mark = registry.log.stat().st_size
+    mark = _settled(registry, before, plain.blob)
     _run_ok(argv, env, module=False)
     gets = _blob_gets(registry, mark, plain.blob)
     assert gets[0][0] == 206 and gets[1:] == [(200, plain.size)], gets
     _check_layout(dest, plain)
     assert sorted(p.name for p in dest.parent.iterdir()) == ["pulled"]
+
+
+# --- a layer of many members, in process ------------------------------------------------------
+
+
+class _Breaks(LayoutImageSource):
+    """A layout read as a registry is (no local file: streamed), whose first fetch breaks off
+    after ``after`` bytes, as a network that is gone; records where each fetch started."""
+
+    def __init__(self, layout: Path, after: int) -> None:
+        super().__init__(layout, "v1")
+        self.blobs = layout / "blobs" / "sha256"
+        self.after, self.starts = after, list[int]()
+
+    def local(self, descriptor: Descriptor) -> Path | None:
+        return None
+
+    def fetch(self, descriptor: Descriptor, out: BinaryIO, prefix: Prefix | None = None) -> None:
+        path = self.blobs / descriptor.digest[7:]
+        if descriptor.media_type != OCI_LAYER:
+            return copy_verified(path, descriptor, out, "test", prefix)
+        self.starts.append(prefix.size if prefix else 0)
+        source = self
+
+        class _Cut(io.RawIOBase):
+            def write(self, data: Any) -> int:
+                if source.after and out.tell() + len(data) > source.after:
+                    source.after = 0
+                    raise RegistryError("connection reset", "test")
+                return out.write(data)
+
+        return copy_verified(path, descriptor, cast(BinaryIO, _Cut()), "test", prefix)
+
+
+def test_a_layer_of_many_members_resumes_to_the_same_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_resume, "_EVERY", 256 << 10)  # a checkpoint every 256 KiB
+    rng = random.Random(0)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(_member("models", tarfile.DIRTYPE))
+        for number, size in enumerate((1000, 3 << 20, 0, 70_000, 5 << 20, 12)):
+            name = f"models/{'long-' * 40 if number == 3 else ''}part-{number}.bin"
+            data = rng.randbytes(size)
+            tar.addfile(_member(name, tarfile.REGTYPE, size), io.BytesIO(data))
+        tar.addfile(_member("models/link", tarfile.SYMTYPE, target="part-1.bin"))
+        tar.addfile(_member("models/same", tarfile.LNKTYPE, target="models/part-4.bin"))
+    blob = buffer.getvalue()
+    layout = tmp_path / "layout"
+    with LayoutWriter(layout) as writer:
+        digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+        layer = Layer(writer.add_blob(blob, OCI_LAYER), digest, len(blob))
+        config = {"os": "linux", "architecture": "amd64", "rootfs": {"diff_ids": [digest]}}
+        writer.tag(writer.add_image(config, [layer]), "v1")
+    broken = _Breaks(layout, 6 << 20)  # inside part-4.bin
+    store = Store(tmp_path / "store")
+    with pytest.raises(RegistryError, match="connection reset"):
+        store.add(broken, "resumed:v1")
+    resumed = store.add(broken, "resumed:v1")
+    assert broken.starts[0] == 0 and 5 << 20 < broken.starts[1] < 6 << 20
+    fresh = Store(tmp_path / "fresh").add(LayoutImageSource(layout, "v1"), "fresh:v1")
+    for path in ("models/part-1.bin", "models/same", "models/part-5.bin", "models/link"):
+        assert resumed.path(path).read_bytes() == fresh.path(path).read_bytes()
+    long_name = f"models/{'long-' * 40}part-3.bin"
+    assert resumed.path(long_name).read_bytes() == fresh.path(long_name).read_bytes()
+    assert list((tmp_path / "store" / "tmp").iterdir()) == []
+
+
+def _member(name: str, kind: bytes, size: int = 0, target: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.linkname, info.mode = kind, size, target, 0o644
+    return info
+
+
+# --- two pulls at once ---------------------------------------------------------------------------
+
+
+@pytest.mark.component("registry")
+@pytest.mark.usefixtures("no_user_credentials")
+def test_a_partial_held_by_another_pull_is_not_shared(registry: Registry, tmp_path: Path) -> None:
+    image = _image(tmp_path, "none", 8 << 20)
+    ref = _pushed(image, registry, "resume/shared")
+    hexdigest = image.blob[7:]
+    # Another pull of the same layout holds the blob's partial (what it holds is its own).
+    out = tmp_path / "out"
+    out.mkdir()
+    held = out / f".pulled.part-{hexdigest}"
+    lock = try_lock(held)
+    assert lock is not None
+    os.write(lock, b"not this pull's")
+    try:
+        pull_layout(ref, out / "pulled", options=OPTIONS)
+        _check_layout(out / "pulled", image)
+        assert held.read_bytes() == b"not this pull's"
+        assert sorted(p.name for p in out.iterdir()) == [held.name, "pulled"]
+    finally:
+        os.close(lock)
+    # Another pull into the store holds the layer's resumable staging: this one stages its own.
+    store = tmp_path / "store"
+    (store / "tmp").mkdir(parents=True)
+    held = store / "tmp" / f"resume-{hexdigest}.lock"
+    lock = try_lock(held)
+    assert lock is not None
+    try:
+        model = Store(store).pull(ref, options=OPTIONS)
+        assert _sha256(model.path(MODEL)) == image.sha256
+        assert [p.name for p in (store / "tmp").iterdir()] == [held.name]
+    finally:
+        os.close(lock)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -236,6 +363,16 @@ def _check_layout(dest: Path, image: Image) -> None:
     for blob in (dest / "blobs" / "sha256").iterdir():
         assert _sha256(blob) == f"sha256:{blob.name}", f"{blob} is not whole"
     assert [d.digest for d in read_layout(dest, "v1").layers] == [image.blob]
+
+
+def _settled(registry: Registry, before: int, digest: str) -> int:
+    """Where the registry's log stands once it recorded the killed pull's GET of the blob (it
+    logs a request when it ends, which the kill makes a moment later)."""
+    deadline = time.monotonic() + 30
+    while not _blob_gets(registry, before, digest) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _blob_gets(registry, before, digest), "the killed pull's GET was never logged"
+    return registry.log.stat().st_size
 
 
 def _blob_gets(registry: Registry, mark: int, digest: str) -> list[tuple[int, int]]:

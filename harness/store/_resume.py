@@ -117,8 +117,9 @@ class Journal:
     """What a layer's staged files and journal hold of its blob (``offset`` bytes), and the
     recorder that extends it while the unpack goes on."""
 
-    def __init__(self, spot: Spot) -> None:
+    def __init__(self, spot: Spot, size: int) -> None:
         self.spot = spot
+        self.size = size  # the blob's: a journal reaching it is not one a Range can continue
         self.path = spot.dir / "journal"
         self.segments: list[tuple[str, str | bytes, int, int]] = []  # kind, data|rel, at, length
         self.offset = 0
@@ -176,7 +177,9 @@ class Journal:
         del segments[count:]
         if last is not None:
             segments[-1] = last
-        if sum(s[3] for s in segments) != offset or not self._files_hold(segments):
+        if offset >= self.size or sum(s[3] for s in segments) != offset:
+            return
+        if not self._files_hold(segments):
             return
         os.truncate(self.path, size)  # records after the last checkpoint are not replayed
         self.segments, self.offset = segments, offset

@@ -167,7 +167,7 @@ class Staging:
         """Unpack the layer as it downloads, after what a killed pull left of it (replayed);
         a journal that proves wrong is dropped and the layer fetched again from byte 0."""
         while True:
-            journal = Journal(spot)
+            journal = Journal(spot, descriptor.size)
             resumed = journal.offset
             if resumed:
                 self.say(f"resuming {descriptor.digest[:19]} at byte {resumed}")
