@@ -218,8 +218,9 @@ class _Breaks(LayoutImageSource):
         return copy_verified(path, descriptor, cast(BinaryIO, _Cut()), "test", prefix)
 
 
+@pytest.mark.parametrize("change", [None, "journal of another digest", "shorter", "edited"])
 def test_a_layer_of_many_members_resumes_to_the_same_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    change: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_resume, "_EVERY", 256 << 10)  # a checkpoint every 256 KiB
     rng = random.Random(0)
@@ -243,8 +244,21 @@ def test_a_layer_of_many_members_resumes_to_the_same_files(
     store = Store(tmp_path / "store")
     with pytest.raises(RegistryError, match="connection reset"):
         store.add(broken, "resumed:v1")
+    (spot,) = (tmp_path / "store" / "tmp").glob("resume-*[0-9a-f]")
+    if change == "journal of another digest":
+        journal = spot / "journal"
+        journal.write_text(journal.read_text().replace(digest[7:], "0" * 64, 1))
+    elif change == "shorter":
+        os.truncate(spot / "layer/fs/models/part-4.bin", 100)
+    elif change == "edited":
+        _flip_byte(spot / "layer/fs/models/part-1.bin", 5)
     resumed = store.add(broken, "resumed:v1")
-    assert broken.starts[0] == 0 and 5 << 20 < broken.starts[1] < 6 << 20
+    # Where each fetch started: a journal that does not hold is not resumed; an edited file
+    # is resumed, found wrong by the digest at the end, and the layer fetched from 0.
+    resumed_at = broken.starts[1]
+    assert (5 << 20 < resumed_at < 6 << 20) == (change in (None, "edited"))
+    expected = {None: [0, resumed_at], "edited": [0, resumed_at, 0]}.get(change, [0, 0])
+    assert broken.starts == expected
     fresh = Store(tmp_path / "fresh").add(LayoutImageSource(layout, "v1"), "fresh:v1")
     for path in ("models/part-1.bin", "models/same", "models/part-5.bin", "models/link"):
         assert resumed.path(path).read_bytes() == fresh.path(path).read_bytes()
@@ -264,7 +278,9 @@ def _member(name: str, kind: bytes, size: int = 0, target: str = "") -> tarfile.
 
 @pytest.mark.component("registry")
 @pytest.mark.usefixtures("no_user_credentials")
-def test_a_partial_held_by_another_pull_is_not_shared(registry: Registry, tmp_path: Path) -> None:
+def test_a_partial_held_by_another_pull_is_not_shared_and_stale_ones_are_swept(
+    registry: Registry, tmp_path: Path
+) -> None:
     image = _image(tmp_path, "none", 8 << 20)
     ref = _pushed(image, registry, "resume/shared")
     hexdigest = image.blob[7:]
@@ -275,6 +291,7 @@ def test_a_partial_held_by_another_pull_is_not_shared(registry: Registry, tmp_pa
     lock = try_lock(held)
     assert lock is not None
     os.write(lock, b"not this pull's")
+    (out / f".pulled.part-{'0' * 64}").write_bytes(b"a blob no pull asks for")  # swept
     try:
         pull_layout(ref, out / "pulled", options=OPTIONS)
         _check_layout(out / "pulled", image)
@@ -286,6 +303,9 @@ def test_a_partial_held_by_another_pull_is_not_shared(registry: Registry, tmp_pa
     store = tmp_path / "store"
     (store / "tmp").mkdir(parents=True)
     held = store / "tmp" / f"resume-{hexdigest}.lock"
+    stale = store / "tmp" / f"resume-{'0' * 64}"  # a killed pull's layer no pull asks for
+    (stale / "layer").mkdir(parents=True)
+    stale.with_name(stale.name + ".lock").touch()
     lock = try_lock(held)
     assert lock is not None
     try:
