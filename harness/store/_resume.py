@@ -295,21 +295,26 @@ def resumed_blob(
 
         class _Chain:
             def __init__(self) -> None:
-                self.buffer = memoryview(b"")
+                self.piece, self.at = b"", 0
                 self.stream: _Readable | None = None
 
             def read(self, size: int = -1, /) -> bytes:
-                while self.stream is None and not self.buffer:
+                while self.stream is None and self.at == len(self.piece):
                     piece = next(pieces, None)
                     if piece is None:
                         prefix = Prefix(journal.offset, digest) if journal.offset else None
                         self.stream = stack.enter_context(open_blob(source, descriptor, prefix))
                     else:
-                        self.buffer = memoryview(piece)
+                        self.piece, self.at = piece, 0
                 if self.stream is not None:
                     return self.stream.read(size)
-                size = len(self.buffer) if size < 0 else size
-                data, self.buffer = bytes(self.buffer[:size]), self.buffer[size:]
+                left = len(self.piece) - self.at
+                if self.at == 0 and (size < 0 or size >= left):
+                    self.at = left
+                    return self.piece  # whole: no copy
+                size = left if size < 0 else min(size, left)
+                data = self.piece[self.at : self.at + size]
+                self.at += size
                 return data
 
         yield _Chain()

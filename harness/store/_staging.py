@@ -3,7 +3,8 @@ under ``tmp/`` until ``commit`` renames them into the store (the caller holds th
 
 Before the staging area is made, ``room_needed`` sizes the whole pull (what the store lacks, at
 its peak) so that a pull that cannot fit fails at once instead of filling the disk; and
-``sweep_staging`` removes what pulls killed earlier left under ``tmp/``.
+``sweep_staging`` removes what pulls killed earlier left under ``tmp/``, but the resumable
+layers (``_resume``: uncompressed tar layers from a registry) this pull is about to fetch.
 """
 
 from __future__ import annotations

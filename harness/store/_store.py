@@ -6,7 +6,9 @@ once, before creating anything, when the disk cannot hold it. It then stages eve
 its links checked) before taking the writer lock to rename the new parts into place and rewrite
 ``refs.json``. Any failure before that point removes the staging directory and leaves the store
 exactly as it was; a pull killed before it (``kill -9``) leaves its staging directory, which
-the next pull sweeps.
+the next pull sweeps. An uncompressed tar layer from a registry is staged apart, by digest
+(``_resume``): a pull killed or cut off keeps it, and the next pull of the layer resumes it
+(a refused image keeps nothing).
 """
 
 from __future__ import annotations
