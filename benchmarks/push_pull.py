@@ -13,7 +13,8 @@ cannot turn its push into a cross-repository mount):
   ``harness.store.Store.pull`` (download, verify, unpack: the GGUF usable in place by
   llama.cpp), whose files are counted (one copy)
 - with ``--kill``: a push and a store pull (the CLI, in a subprocess) killed with SIGKILL half
-  way, then rerun: the rerun's time and, for the push, the bytes it sent again
+  way, then rerun: the rerun's time and the bytes it sent (push) or fetched (pull, from the
+  registry's access log) again; the pull's rerun time against a full pull's
 
 skopeo (containers/image) gzips an uncompressed layer on its way to a registry: with the
 default ``--compression none`` its push does more work than ours; ``--compression zstd`` is the
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -58,6 +60,7 @@ SAME_LAYERS = ("--dest-oci-accept-uncompressed-layers",)
 ROOT = Path(__file__).resolve().parents[1]
 _Q4_0 = gguf.GGMLQuantizationType.Q4_0
 _EMBD, _FF, _VOCAB = 4096, 11008, 32000
+REFETCHED: list[int] = []  # blob bytes each store pull rerun after a kill fetched
 
 
 def _q4_0_bytes(rows: int, cols: int) -> int:
@@ -204,11 +207,34 @@ def _kill_and_rerun(
     print(f"push rerun after the kill sent {sent / 1e6:.0f} MB", file=sys.stderr)
     staging = work / "cli-store" / "tmp"
     pull = ["pull", ref, "--insecure"]
+    before = registry.log.stat().st_size
     _cli(pull, env, lambda: _bytes_under(staging, "*/*/fs/models/model.gguf") >= half)
+    # The registry logs a request when it ends: the killed pull's GET, a moment after the kill.
+    deadline = time.monotonic() + 30
+    while _fetched_since(registry, before) < half and time.monotonic() < deadline:
+        time.sleep(0.05)
+    mark = registry.log.stat().st_size
     started = time.perf_counter()
     _cli(pull, env, None)
     _record(times, "store pull rerun after a kill at 1/2", time.perf_counter() - started)
+    fetched = _fetched_since(registry, mark)
+    print(
+        f"store pull rerun after the kill fetched {fetched / 1e6:.0f} MB of the "
+        f"{2 * half / 1e6:.0f} MB layer ({fetched / (2 * half):.0%})",
+        file=sys.stderr,
+    )
+    REFETCHED.append(fetched)
     shutil.rmtree(work / "cli-store", ignore_errors=True)
+
+
+def _fetched_since(registry: Registry, mark: int) -> int:
+    """The blob bytes the registry sent since ``mark`` in its access log (each GET's bytes
+    written: ``"GET /v2/.../blobs/sha256:... HTTP/1.1" STATUS BYTES``)."""
+    with open(registry.log, "rb") as log:
+        log.seek(mark)
+        text = log.read().decode(errors="replace")
+    found = re.findall(r'"GET /v2/[^ ]*/blobs/sha256:[0-9a-f]+ HTTP/[0-9.]+" 20[06] (\d+)', text)
+    return sum(int(size) for size in found)
 
 
 def _round(
@@ -326,6 +352,14 @@ def _print(times: dict[str, list[float]], blob_size: int, args: argparse.Namespa
         f"pull into the store: ours/floor {store / floor:.2f}, "
         f"skopeo pull/ours {best['pull: skopeo copy'] / store:.2f}"
     )
+    if args.kill:
+        rerun = best["store pull rerun after a kill at 1/2"]
+        fetched = min(REFETCHED)
+        print(
+            f"store pull killed at 1/2, rerun: {fetched / 1e6:.0f} MB fetched again of "
+            f"{blob_size / 1e6:.0f} MB ({fetched / blob_size:.0%}); rerun/full pull "
+            f"{rerun / store:.2f}"
+        )
 
 
 if __name__ == "__main__":

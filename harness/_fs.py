@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
 import shutil
@@ -23,6 +24,7 @@ __all__ = [
     "remove_tree",
     "staged_output",
     "sweep_stale",
+    "try_lock",
 ]
 
 
@@ -116,6 +118,22 @@ def sweep_stale(
             continue  # another process swept it first
         removed += 1
     return removed
+
+
+def try_lock(path: Path) -> int | None:
+    """Open ``path`` (created if missing) holding its exclusive lock, without waiting: the file
+    descriptor, or None when another process holds the lock (or removed the file meanwhile).
+    The lock goes with the descriptor: closed, or the process killed."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Removed by its holder between our open and our lock: the lock is on a lost file.
+        if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+            return fd
+    except (BlockingIOError, FileNotFoundError):
+        pass
+    os.close(fd)
+    return None
 
 
 def remove_tree(path: Path) -> None:

@@ -19,6 +19,7 @@ from harness.builder import BuildOptions, build
 from harness.cli import main
 from harness.distribution import (
     Artifact,
+    Prefix,
     RegistryClient,
     RegistryOptions,
     pull_layout,
@@ -93,10 +94,14 @@ def test_a_pull_that_cannot_fit_fails_at_once_and_leaves_no_store(
     original = RegistryClient.fetch_blob
 
     def recording(
-        self: RegistryClient, repository: str, descriptor: Descriptor, out: BinaryIO
+        self: RegistryClient,
+        repository: str,
+        descriptor: Descriptor,
+        out: BinaryIO,
+        prefix: Prefix | None = None,
     ) -> None:
         fetched.append(descriptor.digest)
-        original(self, repository, descriptor, out)
+        original(self, repository, descriptor, out, prefix)
 
     monkeypatch.setattr(RegistryClient, "fetch_blob", recording)
     # A pull unpacks the layer as it downloads (no download file beside it): at its peak it

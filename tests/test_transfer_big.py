@@ -175,7 +175,7 @@ class _Source:
     def local(self, descriptor: Descriptor) -> Path | None:
         return None
 
-    def fetch(self, descriptor: Descriptor, out: BinaryIO) -> None:
+    def fetch(self, descriptor: Descriptor, out: BinaryIO, prefix: object = None) -> None:
         start = out.tell()
         try:
             if self.restart_after:

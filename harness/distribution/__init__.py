@@ -13,6 +13,7 @@ from harness.errors import AuthError, DigestError, NotFoundError, RegistryError,
 from ._artifact import Artifact, parse_descriptor
 from ._client import MANIFEST_TYPES, ManifestBlob, RegistryClient
 from ._credentials import Credentials, docker_config_path, find_credentials
+from ._download import Prefix
 from ._options import DEFAULT_CHUNK_SIZE, DEFAULT_TRANSFERS, RegistryOptions, RetryPolicy
 from ._parallel import each
 from ._pull import Platform, ResolvedImage, choose_platform, pull_layout, resolve
@@ -48,6 +49,7 @@ __all__ = [
     "ManifestBlob",
     "NotFoundError",
     "Platform",
+    "Prefix",
     "PushResult",
     "Reference",
     "RegistryClient",

@@ -18,7 +18,7 @@ from harness.errors import DigestError, RegistryError
 from harness.oci import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, Descriptor
 
 from ._artifact import parse_descriptor
-from ._download import fetch_blob
+from ._download import Prefix, fetch_blob
 from ._http import Body, Http, Response, registry_error
 from ._options import RegistryOptions
 from ._reference import Reference
@@ -218,9 +218,16 @@ class RegistryClient:
         """Upload a blob the registry does not have; returns the bytes sent (counting resends)."""
         return upload_blob(self.http, repository, descriptor, source, _push(repository))
 
-    def fetch_blob(self, repository: str, descriptor: Descriptor, out: BinaryIO) -> None:
-        """Write the blob to ``out`` (at its current position), verifying size and digest."""
-        fetch_blob(self.http, repository, descriptor, out, _pull(repository))
+    def fetch_blob(
+        self,
+        repository: str,
+        descriptor: Descriptor,
+        out: BinaryIO,
+        prefix: Prefix | None = None,
+    ) -> None:
+        """Write the blob to ``out`` (at its current position, after ``prefix``), verifying
+        size and digest."""
+        fetch_blob(self.http, repository, descriptor, out, _pull(repository), prefix)
 
 
 def _pull(repository: str) -> Scope:

@@ -1,5 +1,9 @@
 """Downloading a blob: verified as the bytes go by, resumed with a Range request after a
 broken connection, refused as soon as it grows past the size its descriptor states.
+
+A download can also start past byte 0 (``Prefix``): the bytes a killed run left, already hashed
+by the caller from its own copy; the rest is asked for with a Range request, and the digest
+checked at the end covers both (a wrong prefix ends in DigestError).
 """
 
 from __future__ import annotations
@@ -8,7 +12,8 @@ import functools
 import hashlib
 import time
 from collections.abc import Iterator
-from typing import BinaryIO
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
 
 from urllib3.exceptions import HTTPError
 
@@ -21,17 +26,36 @@ from ._parallel import stop_point
 from ._ranges import first_range_end, range_start, ranged_pieces
 from ._token import Scope
 
-__all__ = ["fetch_blob"]
+if TYPE_CHECKING:
+    from hashlib import _Hash
+
+__all__ = ["Prefix", "fetch_blob"]
 
 _READ = 1 << 20
 
 
+@dataclass(frozen=True)
+class Prefix:
+    """The first ``size`` bytes of a blob, already written just before ``out``'s position and
+    fed into ``hash`` (of the digest's algorithm)."""
+
+    size: int
+    hash: _Hash
+
+
 def fetch_blob(
-    http: Http, repository: str, descriptor: Descriptor, out: BinaryIO, scope: Scope
+    http: Http,
+    repository: str,
+    descriptor: Descriptor,
+    out: BinaryIO,
+    scope: Scope,
+    prefix: Prefix | None = None,
 ) -> None:
-    """Download a blob into ``out``; resumes with Range after a broken connection."""
+    """Download a blob into ``out``; resumes with Range after a broken connection. With
+    ``prefix``, only the bytes after it are asked for (all of them if the registry ignores the
+    Range request: ``out`` is then rewound to the blob's start)."""
     with progress(f"pull {descriptor.digest[7:19]}", descriptor.size) as bar:
-        _fetch(http, repository, descriptor, out, scope, bar)
+        _fetch(http, repository, descriptor, out, scope, bar, prefix)
 
 
 def _fetch(
@@ -41,13 +65,16 @@ def _fetch(
     out: BinaryIO,
     scope: Scope,
     bar: Progress,
+    prefix: Prefix | None,
 ) -> None:
     where = f"{http.where}/{repository}@{descriptor.digest}"
     path = f"/v2/{repository}/blobs/{descriptor.digest}"
     algorithm = descriptor.digest.split(":", 1)[0]
-    start = out.tell()
-    digest = hashlib.new(algorithm)
-    got = 0
+    got = prefix.size if prefix is not None else 0
+    start = out.tell() - got
+    digest = prefix.hash if prefix is not None else hashlib.new(algorithm)
+    if got:
+        bar.update(got)
     failures = 0
     policy = http.options.retry
     while True:

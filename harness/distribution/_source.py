@@ -21,6 +21,7 @@ from harness.errors import DigestError
 from harness.oci import Descriptor, read_layout
 
 from ._client import ManifestBlob, RegistryClient
+from ._download import Prefix
 from ._pull import Platform, resolve
 from ._reference import Reference
 
@@ -55,8 +56,9 @@ class ImageSource(Protocol):
     def local(self, descriptor: Descriptor) -> Path | None:
         """A file on this machine holding the blob (not yet verified), if there is one."""
 
-    def fetch(self, descriptor: Descriptor, out: BinaryIO) -> None:
-        """Write the blob's bytes to ``out``, checking its size and digest (DigestError)."""
+    def fetch(self, descriptor: Descriptor, out: BinaryIO, prefix: Prefix | None = None) -> None:
+        """Write the blob's bytes to ``out``, checking its size and digest (DigestError); with
+        ``prefix``, the bytes after it (the caller hashed and holds the prefix)."""
 
 
 class LayoutImageSource:
@@ -76,11 +78,11 @@ class LayoutImageSource:
         path = self._image.blob_path(descriptor.digest)
         return path if path.is_file() else None
 
-    def fetch(self, descriptor: Descriptor, out: BinaryIO) -> None:
+    def fetch(self, descriptor: Descriptor, out: BinaryIO, prefix: Prefix | None = None) -> None:
         path = self.local(descriptor)
         if path is None:
             raise DigestError(f"blob {descriptor.digest} is missing from the layout", self.name)
-        copy_verified(path, descriptor, out, self.name)
+        copy_verified(path, descriptor, out, self.name, prefix)
 
 
 class RegistryImageSource:
@@ -104,15 +106,19 @@ class RegistryImageSource:
     def local(self, descriptor: Descriptor) -> Path | None:
         return None
 
-    def fetch(self, descriptor: Descriptor, out: BinaryIO) -> None:
-        self._client.fetch_blob(self._reference.repository, descriptor, out)
+    def fetch(self, descriptor: Descriptor, out: BinaryIO, prefix: Prefix | None = None) -> None:
+        self._client.fetch_blob(self._reference.repository, descriptor, out, prefix)
 
 
-def copy_verified(path: Path, descriptor: Descriptor, out: BinaryIO, name: str) -> None:
-    """Copy a blob file to ``out``, refusing it when its size or digest is not the descriptor's."""
-    digest = hashlib.new(descriptor.digest.split(":", 1)[0])
-    size = 0
+def copy_verified(
+    path: Path, descriptor: Descriptor, out: BinaryIO, name: str, prefix: Prefix | None = None
+) -> None:
+    """Copy a blob file to ``out`` (after ``prefix``), refusing it when its size or digest is
+    not the descriptor's."""
+    digest = prefix.hash if prefix else hashlib.new(descriptor.digest.split(":", 1)[0])
+    size = prefix.size if prefix else 0
     with open(path, "rb") as source:
+        source.seek(size)
         while chunk := source.read(_CHUNK):
             digest.update(chunk)
             size += len(chunk)

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 from harness.oci import Descriptor
 
+from ._download import Prefix
+
 if TYPE_CHECKING:  # _source imports _pull, which streams its blobs through here
     from ._source import ImageSource
 
@@ -35,11 +37,13 @@ class _Cancelled(Exception):
 class _PipeWriter:
     """The file ``fetch`` writes to: ``tell``/``seek``/``truncate`` as fetch_blob uses them."""
 
-    def __init__(self, pieces: queue.Queue[object], cancelled: threading.Event) -> None:
+    def __init__(
+        self, pieces: queue.Queue[object], cancelled: threading.Event, offset: int
+    ) -> None:
         self._pieces = pieces
         self._cancelled = cancelled
-        self._position = 0  # where fetch believes it writes
-        self._delivered = 0  # bytes handed to the reader
+        self._position = offset  # where fetch believes it writes
+        self._delivered = offset  # bytes handed to the reader (a prefix: before this stream)
 
     def tell(self) -> int:
         return self._position
@@ -109,17 +113,28 @@ class BlobStream:
         return piece
 
 
-def open_blob(source: ImageSource, descriptor: Descriptor) -> AbstractContextManager[BlobStream]:
-    """The blob's bytes as they are fetched; leaving the block early stops the fetch."""
-    return open_stream(lambda out: source.fetch(descriptor, out), descriptor.digest[:19])
+def open_blob(
+    source: ImageSource, descriptor: Descriptor, prefix: Prefix | None = None
+) -> AbstractContextManager[BlobStream]:
+    """The blob's bytes as they are fetched (after ``prefix``, which the caller has);
+    leaving the block early stops the fetch."""
+    return open_stream(
+        lambda out: source.fetch(descriptor, out, prefix),
+        descriptor.digest[:19],
+        prefix.size if prefix is not None else 0,
+    )
 
 
 @contextmanager
-def open_stream(fetch: Callable[[BinaryIO], None], name: str) -> Iterator[BlobStream]:
-    """What ``fetch`` writes to the file it is given (verified before it returns), to read."""
+def open_stream(
+    fetch: Callable[[BinaryIO], None], name: str, offset: int = 0
+) -> Iterator[BlobStream]:
+    """What ``fetch`` writes to the file it is given (verified before it returns), to read;
+    ``offset``: the bytes before it the reader already has (a fetch starting over from 0 skips
+    them)."""
     pieces: queue.Queue[object] = queue.Queue(_QUEUED)
     cancelled = threading.Event()
-    writer = _PipeWriter(pieces, cancelled)
+    writer = _PipeWriter(pieces, cancelled, offset)
 
     def run() -> None:
         try:

@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 
 from ._records import Collected
+from ._resume import sweep_resumable
 from ._root import StorePaths, read_refs
 from ._unpack import layer_compression
 
@@ -47,7 +48,10 @@ def collect(paths: StorePaths) -> Collected:
             freed += remove_tree(entry)
             removed.append(f"sha256:{entry.name}")
     if paths.tmp.is_dir():
+        freed += sweep_resumable(paths.tmp, set(), remove_tree)
         for entry in paths.tmp.iterdir():
+            if entry.name.startswith("resume-"):
+                continue  # a pull holds it now (it would have been swept)
             pid = entry.name.split("-", 1)[0]
             if not (pid.isdigit() and Path(f"/proc/{pid}").exists()):
                 freed += remove_tree(entry)

@@ -3,7 +3,8 @@ under ``tmp/`` until ``commit`` renames them into the store (the caller holds th
 
 Before the staging area is made, ``room_needed`` sizes the whole pull (what the store lacks, at
 its peak) so that a pull that cannot fit fails at once instead of filling the disk; and
-``sweep_staging`` removes what pulls killed earlier left under ``tmp/``.
+``sweep_staging`` removes what pulls killed earlier left under ``tmp/``, but the resumable
+layers (``_resume``: uncompressed tar layers from a registry) this pull is about to fetch.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Any
 
 from harness._fs import sweep_stale
 from harness.distribution import ImageSource, open_blob
-from harness.errors import StoreError
+from harness.errors import DigestError, StoreError
 from harness.oci import Descriptor
 
 from ._collect import remove_tree
 from ._merge import Placed
+from ._resume import Journal, Spot, adopt, resumed_blob, staged_bytes, sweep_resumable
 from ._root import StorePaths
 from ._unpack import LayerIndex, UnpackLimits, layer_compression, unpack_layer
 
@@ -71,16 +73,19 @@ def room_needed(
         all_tars += 1
         if not (paths.layer(descriptor.digest) / "index.json").is_file():
             tars[descriptor.digest] = descriptor
+            needed -= staged_bytes(paths.tmp, descriptor.digest)  # a killed pull's, resumed
     unpacked = sum(d.size for d in tars.values())
     if tars and len(tars) == all_tars:
         unpacked = max(unpacked, _declared_size(config))
     return needed + unpacked
 
 
-def sweep_staging(paths: StorePaths) -> int:
-    """Remove the staging directories of pulls whose process is gone (``tmp/<pid>-<random>``);
-    the caller holds the writer lock."""
-    return sweep_stale(paths.tmp, "", remove_tree)
+def sweep_staging(paths: StorePaths, keep: set[str]) -> None:
+    """Remove the staging directories of pulls whose process is gone (``tmp/<pid>-<random>``)
+    and the resumable layers (``_resume``) no pull holds, but those of ``keep`` (digests: the
+    layers this pull will resume); the caller holds the writer lock."""
+    sweep_stale(paths.tmp, "", remove_tree)
+    sweep_resumable(paths.tmp, keep, remove_tree)
 
 
 def _declared_size(config: Mapping[str, Any]) -> int:
@@ -105,6 +110,7 @@ class Staging:
         self.name = name
         self.blobs: dict[str, Path] = {}  # digest -> staged file
         self.layers: dict[str, Path] = {}  # digest -> staged layer directory
+        self.spots: list[Spot] = []  # resumable layers held by this pull
 
     def put_bytes(self, digest: str, data: bytes) -> None:
         if self.paths.blob(digest).exists() or digest in self.blobs:
@@ -138,6 +144,13 @@ class Staging:
         if descriptor.digest in self.layers:
             return LayerIndex.load(staged / "index.json"), staged / "fs"
         local = self.source.local(descriptor)
+        if local is None and layer_compression(descriptor.media_type) == "none":
+            spot = adopt(self.paths.tmp, descriptor.digest)
+            if spot is not None:  # else another pull fetches it now: this one on its own
+                self.spots.append(spot)
+                index = self._resumable(spot, descriptor, diff_id)
+                self.layers[descriptor.digest] = spot.layer
+                return index, spot.layer / "fs"
         if local is not None:  # unverified: unpack_layer checks its digest as it reads
             index = unpack_layer(local, descriptor, diff_id, staged, self.limits)
         else:
@@ -150,6 +163,39 @@ class Staging:
                 )
         self.layers[descriptor.digest] = staged
         return index, staged / "fs"
+
+    def _resumable(self, spot: Spot, descriptor: Descriptor, diff_id: str | None) -> LayerIndex:
+        """Unpack the layer as it downloads, after what a killed pull left of it (replayed);
+        a journal that proves wrong is dropped and the layer fetched again from byte 0."""
+        while True:
+            journal = Journal(spot, descriptor.size)
+            resumed = journal.offset
+            if resumed:
+                self.say(f"resuming {descriptor.digest[:19]} at byte {resumed}")
+            else:
+                self.say(f"fetching {descriptor.digest[:19]} ({descriptor.size} bytes)")
+            try:
+                with resumed_blob(self.source, descriptor, journal) as stream:
+                    return unpack_layer(
+                        stream, descriptor, diff_id, spot.layer, self.limits,
+                        verify_digest=False, journal=journal,
+                    )  # fmt: skip
+            except (StoreError, DigestError):
+                if not resumed:
+                    spot.finish()  # a refused layer leaves nothing; a network error keeps it
+                    raise
+                spot.reset()
+                self.say(f"{descriptor.digest[:19]}: the staged part is wrong, again from 0")
+            finally:
+                journal.close()
+
+    def release(self, *, drop: bool = False) -> None:
+        """Let go of the resumable layers: kept for the next pull, unless ``drop`` (the image
+        was refused: nothing of it is worth resuming)."""
+        for spot in self.spots:
+            if drop:
+                spot.finish()
+            spot.release()
 
     def commit(self) -> dict[Path, Path]:
         """Rename staged parts into place (keeping what is already there); returns the
@@ -168,6 +214,8 @@ class Staging:
             moved[path / "fs"] = final / "fs"
         fsync_dir(self.paths.blobs)
         fsync_dir(self.paths.layers)
+        for spot in self.spots:
+            spot.finish()  # its layer is in place: the journal goes
         return moved
 
 

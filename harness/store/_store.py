@@ -6,7 +6,9 @@ once, before creating anything, when the disk cannot hold it. It then stages eve
 its links checked) before taking the writer lock to rename the new parts into place and rewrite
 ``refs.json``. Any failure before that point removes the staging directory and leaves the store
 exactly as it was; a pull killed before it (``kill -9``) leaves its staging directory, which
-the next pull sweeps.
+the next pull sweeps. An uncompressed tar layer from a registry is staged apart, by digest
+(``_resume``): a pull killed or cut off keeps it, and the next pull of the layer resumes it
+(a refused image keeps nothing).
 """
 
 from __future__ import annotations
@@ -180,8 +182,11 @@ class Store:
         config_bytes = fetch_small(source, config_descriptor, name)
         config = _config_json(config_bytes, config_descriptor, name)
         if self.paths.tmp.is_dir():
-            with self.paths.locked():  # what killed pulls left takes room this pull may need
-                sweep_staging(self.paths)
+            # What killed pulls left takes room this pull may need; the layers it is about to
+            # fetch stay, to be resumed.
+            wanted = {d.digest for d in layers if not self.paths.layer(d.digest).is_dir()}
+            with self.paths.locked():
+                sweep_staging(self.paths, wanted)
         small = [manifest.descriptor, config_descriptor]
         if index is not None:
             small.append(index.descriptor)
@@ -191,8 +196,8 @@ class Store:
         self.paths.create()
         txn = self.paths.tmp / f"{os.getpid()}-{secrets.token_hex(6)}"
         txn.mkdir()
+        staged = Staging(self.paths, txn, self.limits, source, say, name)
         try:
-            staged = Staging(self.paths, txn, self.limits, source, say, name)
             diff_ids = _diff_ids(config, len(layers))
             # Each distinct layer fetched (and unpacked) once, several at a time.
             unique: dict[str, int] = {}
@@ -233,7 +238,11 @@ class Store:
                 refs[name] = RefEntry(manifest.digest, index.digest if index else None, added)
                 write_refs(self.paths, refs)
                 say(f"stored {name} ({manifest.digest})")
+        except StoreError:
+            staged.release(drop=True)
+            raise
         finally:
+            staged.release()
             remove_tree(txn)
         return self.get(name)
 

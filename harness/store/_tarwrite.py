@@ -16,6 +16,8 @@ from pathlib import Path
 
 from harness.errors import UnsafeLayerError
 
+from ._resume import Journal
+
 __all__ = ["FsEntry", "TarWriter", "clean_name"]
 
 _CHUNK = 1 << 20
@@ -45,8 +47,11 @@ def clean_name(name: str, what: str) -> str:
 class TarWriter:
     """Writes members under ``root`` and keeps the layer's entry list."""
 
-    def __init__(self, root: Path, what: str, max_entries: int) -> None:
+    def __init__(
+        self, root: Path, what: str, max_entries: int, journal: Journal | None = None
+    ) -> None:
         self.root = root
+        self.journal = journal  # a resumable layer's: what the staged files already hold
         self.what = what
         self.max_entries = max_entries
         self.entries: dict[str, FsEntry] = {}
@@ -153,23 +158,39 @@ class TarWriter:
             path.unlink()
 
     def _file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, rel: str) -> None:
-        self._clear(rel)
         path = self.root / rel
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(path, flags, 0o600)
+        # Straight from the layer's stream (tarfile's file object for this member would
+        # copy every piece twice more): the reader is at the member's data.
+        source = tar.fileobj
+        assert source is not None
+        source.seek(member.offset_data)
+        journal = self.journal
+        covered = journal.begin_file(rel, member.offset_data, member.size) if journal else 0
+        if covered:
+            # Written by a killed pull: its bytes (replayed from this very file) only go by,
+            # and the rest is appended; nothing is written through a link.
+            self._parents(rel)
+            source.seek(member.offset_data + covered)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            os.fchmod(fd, 0o600)
+            os.close(fd)
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            os.ftruncate(fd, covered)
+            os.lseek(fd, covered, os.SEEK_SET)
+        else:
+            self._clear(rel)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(path, flags, 0o600)
         with os.fdopen(fd, "wb") as out:
-            # Straight from the layer's stream (tarfile's file object for this member would
-            # copy every piece twice more): the reader is at the member's data.
-            source = tar.fileobj
-            assert source is not None
-            source.seek(member.offset_data)
-            left = member.size
+            left = member.size - covered
             while left:
                 chunk = source.read(min(_CHUNK, left))
                 if not chunk:
                     raise tarfile.ReadError("unexpected end of data")
                 out.write(chunk)
                 left -= len(chunk)
+                if journal is not None:
+                    journal.wrote(out)
             out.flush()
             os.fsync(out.fileno())
         # Read-only: the file is hard-linked into every model that uses it.

@@ -26,6 +26,7 @@ from typing import IO, Any, Protocol, cast
 from harness.errors import StoreError, UnsafeLayerError
 from harness.oci import EXPANSION_FLOOR, MAX_EXPANSION, Descriptor
 
+from ._resume import Journal
 from ._tarwrite import FsEntry, TarWriter, clean_name
 
 __all__ = [
@@ -182,20 +183,26 @@ def unpack_layer(
     limits: UnpackLimits,
     *,
     verify_digest: bool = True,
+    journal: Journal | None = None,
 ) -> LayerIndex:
     """Unpack the tar layer ``blob`` (a file, or a stream as it downloads) into ``dest/fs``
     (``dest`` must not exist) and write ``dest/index.json``; returns the index. Raises
     UnsafeLayerError or StoreError. ``verify_digest`` False: the caller verified the bytes
-    (a stream reaches its end only once its digest checked)."""
+    (a stream reaches its end only once its digest checked). ``journal``: an uncompressed
+    layer's resumable staging (``_resume``): ``dest`` may hold what a killed pull wrote, and
+    ``blob`` starts with those bytes again."""
     compression = layer_compression(descriptor.media_type)
     if compression is None:
         raise StoreError(f"layer {descriptor.digest} ({descriptor.media_type}) is not a tar")
     what = f"layer {descriptor.digest[:19]}"
-    dest.mkdir()
+    resuming = journal is not None and journal.offset > 0
+    dest.mkdir(exist_ok=resuming)
     root = dest / "fs"
-    root.mkdir()
+    root.mkdir(exist_ok=resuming)
     cap = max(limits.ratio_floor, int(limits.max_ratio * max(descriptor.size, 1)))
-    free = limits.max_bytes if limits.max_bytes is not None else shutil.disk_usage(dest).free
+    free = limits.max_bytes
+    if free is None:  # what a killed pull wrote is part of the layer, not taken from its room
+        free = shutil.disk_usage(dest).free + (journal.offset if journal else 0)
     cap = min(cap, free)
     algorithm = descriptor.digest.split(":", 1)[0]
     # An uncompressed layer's diff_id is its digest: hashing it a second time would cost a
@@ -206,10 +213,11 @@ def unpack_layer(
         tar_stream = _Capped(
             _decompressor(compression, compressed), None if same else "sha256", cap, what
         )
-        writer = TarWriter(root, what, limits.max_entries)
+        writer = TarWriter(root, what, limits.max_entries, journal)
+        read: _Readable = journal.record(tar_stream) if journal is not None else tar_stream
         try:
             with tarfile.open(
-                fileobj=cast(IO[bytes], _Forward(tar_stream)),
+                fileobj=cast(IO[bytes], _Forward(read)),
                 mode="r:",
                 errors="surrogateescape",
             ) as tar:
