@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
-import tarfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
+from harness.builder._archive import is_archive, unpack_archive
 from harness.builder._cache import StepCache, step_key
 from harness.builder._fetch import download, git_clone, url_basename
 from harness.builder._layers import Layers, Pending
@@ -33,7 +33,6 @@ from harness.builder._store import ContentStore
 from harness.builder._tree import Node, Tree, clean_path, join
 from harness.errors import BuildError, HarnessError, Location
 from harness.gguf import read_facts
-from harness.oci import MAX_EXPANSION, expansion_cap
 from harness.packerfile import (
     Add,
     Arg,
@@ -115,25 +114,31 @@ class Steps:
         ]
         pending: dict[str, Pending] = {}
         files = self._place(matches, inst, state, parents=inst.parents, pending=pending)
-        if not pending or self.layers is None:  # pending only when deferred
-            return files
-        # New files: hashed by the pass that writes this step's layer (one read of a model).
-        return self.layers.write(files, pending)
+        return self._written(files, pending)
 
     def _add(self, inst: Add, state: StageState) -> dict[str, Node]:
         if inst.heredocs:
             return self._heredocs(inst.heredocs, inst.dest, inst.chown, inst.chmod, inst, state)
         matches: list[Match] = []
         context = self.source_for(StageRef("context", "context"), state, inst.location)
+        defer = self.layers is not None
         for src in inst.sources:
             if is_git_source(src):
                 matches.append(self._git(src, inst))
             elif is_http_source(src):
                 matches.append(self._http(src, inst))
             else:
-                for match in context.matches(src, inst.exclude, inst.location):
+                for match in context.matches(src, inst.exclude, inst.location, defer=defer):
                     matches.append(self._maybe_unpack(match, inst))
-        return self._place(matches, inst, state, parents=False)
+        pending: dict[str, Pending] = {}
+        files = self._place(matches, inst, state, parents=False, pending=pending)
+        return self._written(files, pending)
+
+    def _written(self, files: dict[str, Node], pending: dict[str, Pending]) -> dict[str, Node]:
+        if not pending or self.layers is None:  # pending only when deferred
+            return files
+        # New files: hashed by the pass that writes this step's layer (one read of a model).
+        return self.layers.write(files, pending)
 
     def _place(
         self,
@@ -206,63 +211,27 @@ class Steps:
         return Match("", True, match.files)
 
     def _maybe_unpack(self, match: Match, inst: Add) -> Match:
-        """ADD unpacks local tar archives (plain, gzip, bzip2, xz) into the destination."""
+        """ADD unpacks local tar archives (plain, gzip, bzip2, xz) into the destination. A
+        file not hashed yet is told by its first bytes: a plain one stays pending, for its
+        layer's pass to hash (one read of a model); an archive is hashed and unpacked."""
         if match.is_dir:
             return match
+        if match.pending:
+            (waiting,) = match.pending.values()
+            if not is_archive(waiting.path):
+                return match
+            node = Node(self.store.put_file(waiting.path), waiting.size, waiting.mode)
+            match = Match(match.path, False, {"": node})
         node = match.files[""]
         blob = self.store.path(node.digest)
-        if not tarfile.is_tarfile(blob):
+        if not is_archive(blob):
             return match
         key = step_key("ADD-unpack", node.digest)
         files = self.cache.get(key)
         if files is None:
-            files = self._unpack(blob, match.path or inst.sources[0], inst)
+            files = unpack_archive(self.store, blob, match.path or inst.sources[0], inst.location)
             self.cache.put(key, files)
         return Match("", True, files)
-
-    def _unpack(self, blob: Path, name_written: str, inst: Add) -> dict[str, Node]:
-        files: dict[str, Node] = {}
-        # An archive may expand as far as the image layers may (harness.oci's caps) and the
-        # disk allows: an archive bomb stops here, member by member, streamed.
-        budget = min(expansion_cap(blob.stat().st_size), shutil.disk_usage(self.store.root).free)
-        spent = 0
-
-        def spend(size: int) -> None:
-            nonlocal spent
-            spent += size
-            if spent > budget:
-                raise BuildError(
-                    f"{name_written}: unpacks to more than {budget} bytes ({MAX_EXPANSION:g}x the"
-                    " archive, or the free disk): refused",
-                    inst.location,
-                )
-
-        try:
-            with tarfile.open(blob) as archive:
-                for member in archive:
-                    name = clean_path(member.name)
-                    if member.name.startswith("/") or ".." in member.name.split("/"):
-                        raise BuildError(
-                            f"archive member {member.name!r} leaves the root", inst.location
-                        )
-                    if member.sparse is not None:  # zeros from nowhere, maybe forever
-                        raise BuildError(
-                            f"archive member {member.name!r} is a sparse file: refused",
-                            inst.location,
-                        )
-                    if member.isfile():
-                        reader = archive.extractfile(member)
-                        assert reader is not None
-                        digest, size = self.store.put_stream(reader, spend)
-                        files[name] = Node(digest, size, member.mode & 0o7777)
-                    elif not member.isdir():
-                        raise BuildError(
-                            f"archive member {member.name!r}: links and devices are not unpacked",
-                            inst.location,
-                        )
-        except (tarfile.TarError, EOFError, OSError) as error:
-            raise BuildError(f"{name_written}: cannot unpack: {error}", inst.location) from None
-        return files
 
     # --- CONVERT / QUANTIZE ------------------------------------------------------------------
 

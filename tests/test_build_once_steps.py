@@ -1,0 +1,112 @@
+"""The one-pass rule (tests/test_build_once.py) for every way a model enters an image.
+
+ADD of a local model, COPY --from a stage outside the image and COPY --from an image each
+build a 200 MB GGUF of random bytes, with every read of a file of 100 MB or more counted by
+inode (test_build_once's ``reads``, which sees tarfile's reads here too).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tarfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.builder import BuildOptions, build
+from harness.oci import read_layout
+from tests.test_build_once import SIZE, _write_model
+from tests.test_build_once import reads as reads  # the fixture, by name
+
+CMD = 'CMD ["-m", "/models/model.gguf"]\n'
+SLACK = 1 << 20  # headers: GGUF facts, tarfile telling an archive from a plain file
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("once-steps") / "model.gguf"
+    _write_model(path, SIZE)
+    yield path
+    path.unlink()
+
+
+@pytest.fixture
+def counted(reads: Counter[int], monkeypatch: pytest.MonkeyPatch) -> Counter[int]:
+    """``reads``, plus what tarfile opens (it keeps its own name for ``open``)."""
+    import builtins
+
+    monkeypatch.setattr(tarfile, "bltn_open", builtins.open)
+    return reads
+
+
+def _context(tmp_path: Path, model: Path, packerfile: str) -> Path:
+    context = tmp_path / "context"
+    context.mkdir(exist_ok=True)
+    if not (context / "model.gguf").exists():
+        os.link(model, context / "model.gguf")  # the same inode: its reads are counted
+    (context / "GGUFPackerfile").write_text(packerfile)
+    return context
+
+
+def _build(context: Path, out: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("GGUF_HARNESS_CACHE", str(cache))
+    build(BuildOptions(context=context, output=out))
+    return read_layout(out)
+
+
+def test_add_of_a_model_reads_it_once(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, counted: Counter[int]
+) -> None:
+    """A plain file that ADD names is told from an archive by its first bytes and then hashed
+    by the pass that writes its layer (it was read twice: hashed, then written)."""
+    context = _context(tmp_path, model, f"FROM scratch\nADD --chmod=600 model.gguf /models/\n{CMD}")
+    added = _build(context, tmp_path / "add", tmp_path / "cache", monkeypatch)
+    assert counted[model.stat().st_ino] <= SIZE + SLACK, counted
+    assert sum(counted.values()) <= SIZE + SLACK, counted
+    # The layer is COPY's, byte for byte: the same file, mode and owner (built apart).
+    (context / "GGUFPackerfile").write_text(
+        f"FROM scratch\nCOPY --chmod=600 model.gguf /models/\n{CMD}"
+    )
+    copied = _build(context, tmp_path / "copy", tmp_path / "cache-copy", monkeypatch)
+    assert added.layers == copied.layers and added.diff_ids == copied.diff_ids
+    # A rebuild reads nothing.
+    counted.clear()
+    _build(context, tmp_path / "again", tmp_path / "cache", monkeypatch)
+    assert sum(counted.values()) < SLACK, counted
+
+
+def test_add_of_an_archive_still_unpacks_it(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first bytes say "archive": ADD unpacks it, in the image stage as in any other."""
+    context = _context(tmp_path, model, f"FROM scratch\nADD weights.tar /models/\n{CMD}")
+    with tarfile.open(context / "weights.tar", "w") as archive:
+        archive.add(model, "model.gguf")
+    image = _build(context, tmp_path / "out", tmp_path / "cache", monkeypatch)
+    (context / "GGUFPackerfile").write_text(f"FROM scratch\nCOPY model.gguf /models/\n{CMD}")
+    copied = _build(context, tmp_path / "copy", tmp_path / "cache-copy", monkeypatch)
+    assert image.diff_ids == copied.diff_ids
+
+
+def test_copy_from_a_stage_outside_the_image_reads_the_model_twice_at_most(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, counted: Counter[int]
+) -> None:
+    """A stage outside the image keeps its files by digest: hashing the model is its one read;
+    the image's COPY --from writes the layer from the stored file (the second), hashing nothing
+    again, and leaves no blob of the stage behind."""
+    packerfile = (
+        "FROM scratch AS weights\nCOPY model.gguf /\n"
+        f"FROM scratch\nCOPY --from=weights /model.gguf /models/\n{CMD}"
+    )
+    context = _context(tmp_path, model, packerfile)
+    image = _build(context, tmp_path / "out", tmp_path / "cache", monkeypatch)
+    assert counted[model.stat().st_ino] <= 2 * SIZE + SLACK, counted
+    assert sum(counted.values()) <= 2 * SIZE + SLACK, counted
+    (context / "GGUFPackerfile").write_text(f"FROM scratch\nCOPY model.gguf /models/\n{CMD}")
+    copied = _build(context, tmp_path / "copy", tmp_path / "cache-copy", monkeypatch)
+    assert image.diff_ids == copied.diff_ids
+    shutil.rmtree(tmp_path / "cache-copy")
