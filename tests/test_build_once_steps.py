@@ -110,3 +110,57 @@ def test_copy_from_a_stage_outside_the_image_reads_the_model_twice_at_most(
     copied = _build(context, tmp_path / "copy", tmp_path / "cache-copy", monkeypatch)
     assert image.diff_ids == copied.diff_ids
     shutil.rmtree(tmp_path / "cache-copy")
+
+
+@pytest.fixture(scope="module")
+def f16(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A 243 MiB F16 llama that llama.cpp quantizes in about a second (129 MiB at Q8_0)."""
+    import gguf
+
+    from tests.gguf_files import write_model
+
+    pytest.importorskip("llama_cpp")
+    path = tmp_path_factory.mktemp("once-f16") / "f16.gguf"
+    write_model(
+        path,
+        weight_type=gguf.GGMLQuantizationType.F16,
+        file_type=gguf.LlamaFileType.MOSTLY_F16,
+        n_embd=4608,
+    )
+    yield path
+    path.unlink()
+
+
+@pytest.mark.component("llama.cpp")
+def test_a_quantized_model_is_read_once_into_its_layer(
+    f16: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, counted: Counter[int]
+) -> None:
+    """QUANTIZE in the image's stage: its output is hashed by the pass that writes its layer
+    (it was read twice: hashed into the store, then written)."""
+    context = tmp_path / "context"
+    context.mkdir()
+    os.link(f16, context / "f16.gguf")
+    (context / "GGUFPackerfile").write_text(
+        "FROM scratch AS f16\nCOPY f16.gguf /\n"
+        "FROM scratch\nQUANTIZE --from=f16 --type=Q8_0 /f16.gguf /models/model.gguf\n" + CMD
+    )
+    monkeypatch.setenv("GGUF_HARNESS_CACHE", str(tmp_path / "cache"))
+    built = build(BuildOptions(context=context, output=tmp_path / "out"))
+    quantized = built.files["/models/model.gguf"]
+    size = quantized.stat().st_size
+    assert counted[quantized.stat().st_ino] <= size + SLACK, counted
+    # Its layer is what COPY makes of the same file (so what the two passes made before).
+    image = read_layout(tmp_path / "out")
+    shutil.copyfile(quantized, context / "model.gguf")
+    (context / "GGUFPackerfile").write_text(f"FROM scratch\nCOPY model.gguf /models/\n{CMD}")
+    copied = _build(context, tmp_path / "copy", tmp_path / "cache-copy", monkeypatch)
+    assert image.diff_ids == copied.diff_ids
+    # A rebuild runs nothing and reads nothing but headers.
+    counted.clear()
+    (context / "GGUFPackerfile").write_text(
+        "FROM scratch AS f16\nCOPY f16.gguf /\n"
+        "FROM scratch\nQUANTIZE --from=f16 --type=Q8_0 /f16.gguf /models/model.gguf\n" + CMD
+    )
+    again = _build(context, tmp_path / "again", tmp_path / "cache", monkeypatch)
+    assert again.diff_ids == image.diff_ids
+    assert sum(counted.values()) < SLACK, counted

@@ -29,7 +29,7 @@ from harness.builder._state import (
     listing,
     owner_ids,
 )
-from harness.builder._store import ContentStore
+from harness.builder._store import ContentStore, stamp_of
 from harness.builder._tree import Node, Tree, clean_path, join
 from harness.errors import BuildError, HarnessError, Location
 from harness.gguf import read_facts
@@ -248,11 +248,7 @@ class Steps:
             listing(model),
             listing(base) if base is not None else None,
         )
-        return {
-            clean_path(inst.dest): self._cached(
-                key, inst, lambda out: self._run_convert(inst, model, base, out)
-            )
-        }
+        return self._cached(key, inst, lambda out: self._run_convert(inst, model, base, out))
 
     def _run_convert(
         self, inst: Convert, model: dict[str, Node], base: dict[str, Node] | None, out: Path
@@ -307,7 +303,7 @@ class Steps:
                 token_embedding_type=inst.token_embedding_type,
             )
 
-        return {clean_path(inst.dest): self._cached(key, inst, run)}
+        return self._cached(key, inst, run)
 
     def _refuse_requantize(self, inst: Quantize, model: Node) -> None:
         """llama-quantize refuses quantized input without --allow-requantize, late and naming
@@ -323,10 +319,13 @@ class Steps:
                 inst.where("arg:0"),
             )
 
-    def _cached(self, key: str, inst: Convert | Quantize, run: Callable[[Path], None]) -> Node:
+    def _cached(
+        self, key: str, inst: Convert | Quantize, run: Callable[[Path], None]
+    ) -> dict[str, Node]:
+        dest = clean_path(inst.dest)
         hit = self.cache.get(key)
         if hit is not None:
-            return hit[""]
+            return {dest: hit[""]}
         self.report(inst.created_by)
         scratch = self.store.scratch()
         try:
@@ -336,11 +335,15 @@ class Steps:
             except HarnessError as error:
                 raise BuildError(f"{inst.keyword.upper()} failed: {error}", inst.location) from None
             size = out.stat().st_size
-            node = Node(self.store.adopt(out), size)
+            if self.layers is None:
+                node = Node(self.store.adopt(out), size)
+            else:  # hashed by the pass that writes this step's layer: one read of the output
+                output = Pending(out, stamp_of(out), size, output=True)
+                node = self.layers.write({}, {dest: output})[dest]
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         self.cache.put(key, {"": node})
-        return node
+        return {dest: node}
 
     def _source_tree(self, ref: StageRef | None, state: StageState, where: Location) -> Tree:
         source = self.source_for(ref or StageRef("stage", "current"), state, where)
