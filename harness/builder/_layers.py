@@ -2,7 +2,8 @@
 
 A layer is recorded under a key of its files' digests, so a rebuild reuses it without reading
 a byte. A file the build has not hashed yet (a context file seen for the first time, a CONVERT
-or QUANTIZE output) gets its digest from the very pass that writes it into the layer: a multi-GB model is read once.
+or QUANTIZE output) gets its digest from the very pass that writes it into the layer: a
+multi-GB model is read once.
 """
 
 from __future__ import annotations
