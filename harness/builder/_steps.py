@@ -106,11 +106,10 @@ class Steps:
             return self._heredocs(inst.heredocs, inst.dest, inst.chown, inst.chmod, inst, state)
         ref = inst.from_ref or StageRef("context", "context")
         source = self.source_for(ref, state, inst.where("flag:from"))
-        defer = self.layers is not None
         matches = [
             m
             for p in inst.sources
-            for m in source.matches(p, inst.exclude, inst.location, defer=defer)
+            for m in source.matches(p, inst.exclude, inst.location, defer=True)
         ]
         pending: dict[str, Pending] = {}
         files = self._place(matches, inst, state, parents=inst.parents, pending=pending)
@@ -121,24 +120,40 @@ class Steps:
             return self._heredocs(inst.heredocs, inst.dest, inst.chown, inst.chmod, inst, state)
         matches: list[Match] = []
         context = self.source_for(StageRef("context", "context"), state, inst.location)
-        defer = self.layers is not None
         for src in inst.sources:
             if is_git_source(src):
                 matches.append(self._git(src, inst))
             elif is_http_source(src):
                 matches.append(self._http(src, inst))
             else:
-                for match in context.matches(src, inst.exclude, inst.location, defer=defer):
+                for match in context.matches(src, inst.exclude, inst.location, defer=True):
                     matches.append(self._maybe_unpack(match, inst))
         pending: dict[str, Pending] = {}
         files = self._place(matches, inst, state, parents=False, pending=pending)
         return self._written(files, pending)
 
     def _written(self, files: dict[str, Node], pending: dict[str, Pending]) -> dict[str, Node]:
-        if not pending or self.layers is None:  # pending only when deferred
+        """Files not hashed yet are hashed by the pass that writes an image stage's layer (one
+        read of a model); a stage outside the image holds stand-ins for them (the store's
+        ``unhashed``), hashed by that pass if the image copies them, else when a step needs
+        their digest."""
+        if self.layers is None:
+            for path, p in pending.items():
+                files[path] = Node(
+                    self.store.unhashed(p.path, p.stamp), p.size, p.mode, p.uid, p.gid
+                )
             return files
-        # New files: hashed by the pass that writes this step's layer (one read of a model).
-        return self.layers.write(files, pending)
+        for path, node in list(files.items()):
+            waiting = self.store.waiting(node.digest)
+            if waiting is not None:
+                del files[path]
+                pending[path] = Pending(*waiting, node.size, node.mode, node.uid, node.gid)
+            else:  # a stand-in hashed since is its digest now
+                files[path] = self._hashed(node)
+        return self.layers.write(files, pending) if pending else files
+
+    def _hashed(self, node: Node) -> Node:
+        return Node(self.store.resolve(node.digest), node.size, node.mode, node.uid, node.gid)
 
     def _place(
         self,
@@ -237,8 +252,10 @@ class Steps:
 
     def _convert(self, inst: Convert, state: StageState) -> dict[str, Node]:
         source = self._source_tree(inst.from_ref, state, inst.location)
-        model = directory_files(source, inst.source, inst.where("arg:0"))
-        base = directory_files(source, inst.base, inst.where("flag:base")) if inst.base else None
+        model = self._all_hashed(directory_files(source, inst.source, inst.where("arg:0")))
+        base = None
+        if inst.base:
+            base = self._all_hashed(directory_files(source, inst.base, inst.where("flag:base")))
         key = step_key(
             "CONVERT",
             inst.type,
@@ -249,6 +266,9 @@ class Steps:
             listing(base) if base is not None else None,
         )
         return self._cached(key, inst, lambda out: self._run_convert(inst, model, base, out))
+
+    def _all_hashed(self, files: dict[str, Node]) -> dict[str, Node]:
+        return {rel: self._hashed(node) for rel, node in files.items()}
 
     def _run_convert(
         self, inst: Convert, model: dict[str, Node], base: dict[str, Node] | None, out: Path
@@ -267,9 +287,11 @@ class Steps:
 
     def _quantize(self, inst: Quantize, state: StageState) -> dict[str, Node]:
         source = self._source_tree(inst.from_ref, state, inst.location)
-        model = file_node(source, inst.source, inst.where("arg:0"))
+        model = self._hashed(file_node(source, inst.source, inst.where("arg:0")))
         imatrix = (
-            file_node(source, inst.imatrix, inst.where("flag:imatrix")) if inst.imatrix else None
+            self._hashed(file_node(source, inst.imatrix, inst.where("flag:imatrix")))
+            if inst.imatrix
+            else None
         )
         if not inst.allow_requantize:
             self._refuse_requantize(inst, model)
