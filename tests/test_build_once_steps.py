@@ -177,3 +177,27 @@ def test_a_quantized_model_is_read_once_into_its_layer(
     again = _build(context, tmp_path / "again", tmp_path / "cache", monkeypatch)
     assert again.diff_ids == image.diff_ids
     assert sum(counted.values()) < SLACK, counted
+
+
+def test_copy_from_an_image_checks_its_layer_in_the_pass_that_unpacks_it(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, counted: Counter[int]
+) -> None:
+    """COPY --from an image: listing its files checks each layer's digest, so the check before
+    it reads nothing (the layer was read three times: checked, listed, unpacked). What is left:
+    the layer's second pass that writes the file out, and the file hashed into the store before
+    its new layer is written (extract() hands back no digests); harness.oci owns both."""
+    context = _context(tmp_path, model, f"FROM scratch\nCOPY model.gguf /models/\n{CMD}")
+    base = _build(context, tmp_path / "base", tmp_path / "cache-base", monkeypatch)
+    blob = base.blob_path(base.layers[0].digest)
+    (context / "GGUFPackerfile").write_text(
+        f"FROM scratch\nCOPY --from=oci-layout://{tmp_path / 'base'} /models/ /models/\n{CMD}"
+    )
+    counted.clear()
+    image = _build(context, tmp_path / "out", tmp_path / "cache", monkeypatch)
+    assert counted[blob.stat().st_ino] <= 2 * SIZE + SLACK, counted
+    assert sum(counted.values()) <= 4 * SIZE + SLACK, counted
+    assert image.diff_ids == base.diff_ids
+    # A rebuild reads nothing: the files by the image's digest, the layer by its record.
+    counted.clear()
+    _build(context, tmp_path / "again", tmp_path / "cache", monkeypatch)
+    assert sum(counted.values()) < SLACK, counted

@@ -82,6 +82,12 @@ class ContentStore:
         self._remember(path, stamp, digest)
         return digest
 
+    def remember(self, path: Path, stamp: list[object], digest: str) -> None:
+        """Remember ``digest`` of ``path``, which the caller checked while its stamp was
+        ``stamp`` (and does not keep in the store); nothing when the file changed since."""
+        if stamp and stamp_of(path) == stamp:
+            self._remember(path, stamp, digest)
+
     def _remember(self, path: Path, stamp: list[object], digest: str) -> None:
         key = str(path.resolve())
         self._stats[key] = [*stamp, digest]
