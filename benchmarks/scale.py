@@ -7,7 +7,9 @@ one run, each step against its peer measured on the same file in the same run:
 - ``sha256sum`` and ``cp`` of the file: the floor of a build (read it and hash it; write it once);
 - a build of ``COPY model.gguf`` per layer format (none, zstd, gzip): seconds, the ratio to
   both peers, the disk it used beyond the input (cache + out, ``du`` counting hard links once),
-  and its peak RSS (``os.wait4`` of the child).
+  its peak RSS (``os.wait4`` of the child) and the bytes it read (``rchar``, all files);
+- the same build (uncompressed) through ``ADD model.gguf`` and through a stage outside the image
+  (``COPY --from=weights``): each should read the model once, as COPY does.
 
 - then, on a fresh local registry (Debian's docker-registry on loopback): a push of the built
   image (uncompressed layer) by ``gguf-harness push`` and by ``skopeo copy``; a pull by
@@ -40,7 +42,14 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKERFILE = 'FROM scratch\nCOPY model.gguf /models/\nCMD ["-m", "/models/model.gguf"]\n'
+_CMD = 'CMD ["-m", "/models/model.gguf"]\n'
+PACKERFILE = f"FROM scratch\nCOPY model.gguf /models/\n{_CMD}"
+# The other ways a model enters an image, built uncompressed (``--sources``).
+SOURCES = {
+    "ADD": f"FROM scratch\nADD model.gguf /models/\n{_CMD}",
+    "stage": "FROM scratch AS weights\nCOPY model.gguf /\n"
+    f"FROM scratch\nCOPY --from=weights /model.gguf /models/\n{_CMD}",
+}
 # Llama-2-7B: the shapes, in numpy order (rows, cols), of one block and of the whole model.
 N_EMBD, N_FF, N_VOCAB, N_HEAD = 4096, 11008, 32000, 32
 _BLOCK_TENSORS = [
@@ -55,13 +64,18 @@ _BLOCK_TENSORS = [
 _CHUNK = 64 << 20
 _GNU_TIME = Path("/usr/bin/time")
 
-# Run a build in a child process with ``harness`` from argv[1] (this tree or another checkout).
+# Run a build in a child process with ``harness`` from argv[1] (this tree or another checkout);
+# argv[5]: the Packerfile's name; argv[6], if given: a file for the bytes the build read.
 _BUILD = """\
 import sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from harness.builder import BuildOptions, build
-build(BuildOptions(context=Path(sys.argv[2]), output=Path(sys.argv[3]), compression=sys.argv[4]))
+build(BuildOptions(context=Path(sys.argv[2]), output=Path(sys.argv[3]), compression=sys.argv[4],
+                   packerfile=sys.argv[5] if len(sys.argv) > 5 else None))
+if len(sys.argv) > 6:
+    io = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    Path(sys.argv[6]).write_text(io["rchar"])
 """
 
 
@@ -191,7 +205,10 @@ def step_cp(run: Run) -> Row:
     return Row("cp", got.seconds, got.rss_mb, run.model.stat().st_size)
 
 
-def step_build(run: Run, compression: str) -> Row:
+def step_build(run: Run, compression: str, source: str = "") -> Row:
+    """A build of the model: COPY from the context, or ``source`` (a key of SOURCES)."""
+    name = f"build {source or compression}"
+    packerfile = f"GGUFPackerfile.{source}" if source else "GGUFPackerfile"
     cache, out = run.work / f"cache-{compression}", run.work / f"out-{compression}"
     shutil.rmtree(cache, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
@@ -199,14 +216,17 @@ def step_build(run: Run, compression: str) -> Row:
     env.pop("PYTHONPATH", None)
     context = run.model.parent
     before = disk_used(context, cache, out)
+    report = run.work / "read"
     command = [sys.executable, "-c", _BUILD, str(run.harness), str(context), str(out), compression]
-    got = timed(command, env)
+    got = timed([*command, packerfile, str(report)], env)
     used = disk_used(context, cache, out) - before
     blob = max((p.stat().st_size for p in (out / "blobs" / "sha256").iterdir()), default=0)
-    ratio = blob / run.model.stat().st_size
+    size = run.model.stat().st_size
+    read = int(report.read_text()) / size if report.exists() else float("nan")
     shutil.rmtree(cache, ignore_errors=True)
     shutil.rmtree(out, ignore_errors=True)
-    return Row(f"build {compression}", got.seconds, got.rss_mb, used, f"layer {ratio:.3f}x model")
+    note = f"layer {blob / size:.3f}x model, read {read:.2f}x"
+    return Row(name, got.seconds, got.rss_mb, used, note)
 
 
 STEPS: list[tuple[str, Callable[[Run], Row]]] = [
@@ -221,6 +241,7 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=32, help="blocks (32: Llama-2-7B)")
     parser.add_argument("--harness", type=Path, default=ROOT, help="checkout to build with")
     parser.add_argument("--formats", default="none,zstd,gzip", help="layer formats to build")
+    parser.add_argument("--sources", default="ADD,stage", help="other builds: ADD, stage, or ''")
     parser.add_argument("--keep", action="store_true", help="keep the model for the next run")
     parser.add_argument("--no-transfers", action="store_true", help="builds only, no registry")
     args = parser.parse_args()
@@ -229,6 +250,9 @@ def main() -> int:
     context = work / "context"
     context.mkdir(exist_ok=True)
     (context / "GGUFPackerfile").write_text(PACKERFILE)
+    sources = [s for s in args.sources.split(",") if s]
+    for source in sources:
+        (context / f"GGUFPackerfile.{source}").write_text(SOURCES[source])
     model = context / "model.gguf"
     if not model.exists():
         started = time.perf_counter()
@@ -238,6 +262,7 @@ def main() -> int:
     run = Run(work, model, args.harness.resolve(), args.formats.split(","))
     warm_page_cache(model)
     steps = STEPS + [(f"build {f}", lambda r, f=f: step_build(r, f)) for f in run.formats]
+    steps += [(f"build {s}", lambda r, s=s: step_build(r, "none", s)) for s in sources]
     size = model.stat().st_size
     print(f"model {size / 1e9:.2f} GB; harness from {run.harness}; {os.cpu_count()} CPUs")
     print(

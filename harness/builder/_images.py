@@ -13,7 +13,7 @@ from typing import Any
 
 from harness.builder._cache import StepCache, step_key
 from harness.builder._state import BaseLayer, History, StageState
-from harness.builder._store import ContentStore
+from harness.builder._store import ContentStore, stamp_of
 from harness.builder._tree import Node, Tree
 from harness.errors import BuildError, HarnessError, Location
 from harness.oci import Descriptor, Image, extract, read_layout
@@ -89,6 +89,8 @@ class BaseImages:
                 f"{len(image.layers)} layers",
                 where,
             )
+        # Unpacking the image's files (when the cache has none) checks every blob as it reads it.
+        tree = self._tree(image, ref, where)
         # The layers go into the new image as they are, and the base's files may come from the
         # cache: check each blob against its digest (remembered while the file is unchanged).
         for descriptor in image.layers:
@@ -102,7 +104,7 @@ class BaseImages:
             for d, diff_id in zip(image.layers, image.diff_ids, strict=True)
         ]
         return StageState(
-            tree=self._tree(image, ref, where),
+            tree=tree,
             layers=list(layers),
             history=history,
             labels={k: v for k, v in image.labels.items() if _inherited(k)},
@@ -125,8 +127,13 @@ class BaseImages:
         files = self.cache.get(key)
         if files is None:
             scratch = self.store.scratch()
+            blobs = [(image.blob_path(d.digest), d.digest) for d in image.layers]
+            stamps = [stamp_of(blob) for blob, _digest in blobs]
             try:
                 root = extract(image, "/", scratch / "root")
+                # extract() read every layer, checking its digest: _intact need not read again.
+                for (blob, digest), stamp in zip(blobs, stamps, strict=True):
+                    self.store.remember(blob, stamp, digest)
                 files = {}
                 for path in sorted(
                     p for p in root.rglob("*") if p.is_file() and not p.is_symlink()

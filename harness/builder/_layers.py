@@ -1,8 +1,9 @@
 """A filesystem step's layer: written once per (format, mtime, files), kept in the store.
 
 A layer is recorded under a key of its files' digests, so a rebuild reuses it without reading
-a byte. A file the build has not hashed yet (a context file seen for the first time) gets its
-digest from the very pass that writes it into the layer: a multi-GB model is read once.
+a byte. A file the build has not hashed yet (a context file seen for the first time, a CONVERT
+or QUANTIZE output) gets its digest from the very pass that writes it into the layer: a
+multi-GB model is read once.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Pending:
     mode: int = 0o644
     uid: int = 0
     gid: int = 0
+    output: bool = False  # a step's output in scratch: moved into the store, not remembered
 
     def owned(self, uid: int | None, gid: int | None, mode: int | None) -> Pending:
         return Pending(
@@ -53,6 +55,7 @@ class Pending:
             self.mode if mode is None else mode,
             self.uid if uid is None else uid,
             self.gid if gid is None else gid,
+            self.output,
         )
 
 
@@ -96,7 +99,10 @@ class Layers:
             shutil.rmtree(scratch, ignore_errors=True)
         nodes = dict(files)
         for path, p in pending.items():
-            self.store.put_hashed(p.path, p.stamp, stats.sources[path])
+            if p.output:
+                self.store.adopt(p.path, stats.sources[path])
+            else:
+                self.store.put_hashed(p.path, p.stamp, stats.sources[path])
             nodes[path] = Node(stats.sources[path], p.size, p.mode, p.uid, p.gid)
         record = {
             "digest": digest,

@@ -1,7 +1,9 @@
 """Where COPY, ADD, CONVERT and QUANTIZE take files from: a directory or a stage's tree.
 
-Both answer the same question, "which files does this source pattern name?", with files already
-in the content store, so every step after this point works on digests alone.
+Both answer the same question, "which files does this source pattern name?", with files in the
+content store, so every step after this point works on digests alone; with ``defer``, a context
+file never hashed before is left pending instead, for the pass that writes its layer to hash
+(builder/_steps.py: a stage outside the image holds a stand-in digest for it meanwhile).
 """
 
 from __future__ import annotations

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import posixpath
 import shutil
-import tarfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
+from harness.builder._archive import is_archive, unpack_archive
 from harness.builder._cache import StepCache, step_key
 from harness.builder._fetch import download, git_clone, url_basename
 from harness.builder._layers import Layers, Pending
@@ -29,11 +29,10 @@ from harness.builder._state import (
     listing,
     owner_ids,
 )
-from harness.builder._store import ContentStore
+from harness.builder._store import ContentStore, stamp_of
 from harness.builder._tree import Node, Tree, clean_path, join
 from harness.errors import BuildError, HarnessError, Location
 from harness.gguf import read_facts
-from harness.oci import MAX_EXPANSION, expansion_cap
 from harness.packerfile import (
     Add,
     Arg,
@@ -107,18 +106,14 @@ class Steps:
             return self._heredocs(inst.heredocs, inst.dest, inst.chown, inst.chmod, inst, state)
         ref = inst.from_ref or StageRef("context", "context")
         source = self.source_for(ref, state, inst.where("flag:from"))
-        defer = self.layers is not None
         matches = [
             m
             for p in inst.sources
-            for m in source.matches(p, inst.exclude, inst.location, defer=defer)
+            for m in source.matches(p, inst.exclude, inst.location, defer=True)
         ]
         pending: dict[str, Pending] = {}
         files = self._place(matches, inst, state, parents=inst.parents, pending=pending)
-        if not pending or self.layers is None:  # pending only when deferred
-            return files
-        # New files: hashed by the pass that writes this step's layer (one read of a model).
-        return self.layers.write(files, pending)
+        return self._written(files, pending)
 
     def _add(self, inst: Add, state: StageState) -> dict[str, Node]:
         if inst.heredocs:
@@ -131,9 +126,34 @@ class Steps:
             elif is_http_source(src):
                 matches.append(self._http(src, inst))
             else:
-                for match in context.matches(src, inst.exclude, inst.location):
+                for match in context.matches(src, inst.exclude, inst.location, defer=True):
                     matches.append(self._maybe_unpack(match, inst))
-        return self._place(matches, inst, state, parents=False)
+        pending: dict[str, Pending] = {}
+        files = self._place(matches, inst, state, parents=False, pending=pending)
+        return self._written(files, pending)
+
+    def _written(self, files: dict[str, Node], pending: dict[str, Pending]) -> dict[str, Node]:
+        """Files not hashed yet are hashed by the pass that writes an image stage's layer (one
+        read of a model); a stage outside the image holds stand-ins for them (the store's
+        ``unhashed``), hashed by that pass if the image copies them, else when a step needs
+        their digest."""
+        if self.layers is None:
+            for path, p in pending.items():
+                files[path] = Node(
+                    self.store.unhashed(p.path, p.stamp), p.size, p.mode, p.uid, p.gid
+                )
+            return files
+        for path, node in list(files.items()):
+            waiting = self.store.waiting(node.digest)
+            if waiting is not None:
+                del files[path]
+                pending[path] = Pending(*waiting, node.size, node.mode, node.uid, node.gid)
+            else:  # a stand-in hashed since is its digest now
+                files[path] = self._hashed(node)
+        return self.layers.write(files, pending) if pending else files
+
+    def _hashed(self, node: Node) -> Node:
+        return Node(self.store.resolve(node.digest), node.size, node.mode, node.uid, node.gid)
 
     def _place(
         self,
@@ -206,70 +226,36 @@ class Steps:
         return Match("", True, match.files)
 
     def _maybe_unpack(self, match: Match, inst: Add) -> Match:
-        """ADD unpacks local tar archives (plain, gzip, bzip2, xz) into the destination."""
+        """ADD unpacks local tar archives (plain, gzip, bzip2, xz) into the destination. A
+        file not hashed yet is told by its first bytes: a plain one stays pending, for its
+        layer's pass to hash (one read of a model); an archive is hashed and unpacked."""
         if match.is_dir:
             return match
+        if match.pending:
+            (waiting,) = match.pending.values()
+            if not is_archive(waiting.path):
+                return match
+            node = Node(self.store.put_file(waiting.path), waiting.size, waiting.mode)
+            match = Match(match.path, False, {"": node})
         node = match.files[""]
         blob = self.store.path(node.digest)
-        if not tarfile.is_tarfile(blob):
+        if not is_archive(blob):
             return match
         key = step_key("ADD-unpack", node.digest)
         files = self.cache.get(key)
         if files is None:
-            files = self._unpack(blob, match.path or inst.sources[0], inst)
+            files = unpack_archive(self.store, blob, match.path or inst.sources[0], inst.location)
             self.cache.put(key, files)
         return Match("", True, files)
-
-    def _unpack(self, blob: Path, name_written: str, inst: Add) -> dict[str, Node]:
-        files: dict[str, Node] = {}
-        # An archive may expand as far as the image layers may (harness.oci's caps) and the
-        # disk allows: an archive bomb stops here, member by member, streamed.
-        budget = min(expansion_cap(blob.stat().st_size), shutil.disk_usage(self.store.root).free)
-        spent = 0
-
-        def spend(size: int) -> None:
-            nonlocal spent
-            spent += size
-            if spent > budget:
-                raise BuildError(
-                    f"{name_written}: unpacks to more than {budget} bytes ({MAX_EXPANSION:g}x the"
-                    " archive, or the free disk): refused",
-                    inst.location,
-                )
-
-        try:
-            with tarfile.open(blob) as archive:
-                for member in archive:
-                    name = clean_path(member.name)
-                    if member.name.startswith("/") or ".." in member.name.split("/"):
-                        raise BuildError(
-                            f"archive member {member.name!r} leaves the root", inst.location
-                        )
-                    if member.sparse is not None:  # zeros from nowhere, maybe forever
-                        raise BuildError(
-                            f"archive member {member.name!r} is a sparse file: refused",
-                            inst.location,
-                        )
-                    if member.isfile():
-                        reader = archive.extractfile(member)
-                        assert reader is not None
-                        digest, size = self.store.put_stream(reader, spend)
-                        files[name] = Node(digest, size, member.mode & 0o7777)
-                    elif not member.isdir():
-                        raise BuildError(
-                            f"archive member {member.name!r}: links and devices are not unpacked",
-                            inst.location,
-                        )
-        except (tarfile.TarError, EOFError, OSError) as error:
-            raise BuildError(f"{name_written}: cannot unpack: {error}", inst.location) from None
-        return files
 
     # --- CONVERT / QUANTIZE ------------------------------------------------------------------
 
     def _convert(self, inst: Convert, state: StageState) -> dict[str, Node]:
         source = self._source_tree(inst.from_ref, state, inst.location)
-        model = directory_files(source, inst.source, inst.where("arg:0"))
-        base = directory_files(source, inst.base, inst.where("flag:base")) if inst.base else None
+        model = self._all_hashed(directory_files(source, inst.source, inst.where("arg:0")))
+        base = None
+        if inst.base:
+            base = self._all_hashed(directory_files(source, inst.base, inst.where("flag:base")))
         key = step_key(
             "CONVERT",
             inst.type,
@@ -279,11 +265,10 @@ class Steps:
             listing(model),
             listing(base) if base is not None else None,
         )
-        return {
-            clean_path(inst.dest): self._cached(
-                key, inst, lambda out: self._run_convert(inst, model, base, out)
-            )
-        }
+        return self._cached(key, inst, lambda out: self._run_convert(inst, model, base, out))
+
+    def _all_hashed(self, files: dict[str, Node]) -> dict[str, Node]:
+        return {rel: self._hashed(node) for rel, node in files.items()}
 
     def _run_convert(
         self, inst: Convert, model: dict[str, Node], base: dict[str, Node] | None, out: Path
@@ -302,9 +287,11 @@ class Steps:
 
     def _quantize(self, inst: Quantize, state: StageState) -> dict[str, Node]:
         source = self._source_tree(inst.from_ref, state, inst.location)
-        model = file_node(source, inst.source, inst.where("arg:0"))
+        model = self._hashed(file_node(source, inst.source, inst.where("arg:0")))
         imatrix = (
-            file_node(source, inst.imatrix, inst.where("flag:imatrix")) if inst.imatrix else None
+            self._hashed(file_node(source, inst.imatrix, inst.where("flag:imatrix")))
+            if inst.imatrix
+            else None
         )
         if not inst.allow_requantize:
             self._refuse_requantize(inst, model)
@@ -338,7 +325,7 @@ class Steps:
                 token_embedding_type=inst.token_embedding_type,
             )
 
-        return {clean_path(inst.dest): self._cached(key, inst, run)}
+        return self._cached(key, inst, run)
 
     def _refuse_requantize(self, inst: Quantize, model: Node) -> None:
         """llama-quantize refuses quantized input without --allow-requantize, late and naming
@@ -354,10 +341,13 @@ class Steps:
                 inst.where("arg:0"),
             )
 
-    def _cached(self, key: str, inst: Convert | Quantize, run: Callable[[Path], None]) -> Node:
+    def _cached(
+        self, key: str, inst: Convert | Quantize, run: Callable[[Path], None]
+    ) -> dict[str, Node]:
+        dest = clean_path(inst.dest)
         hit = self.cache.get(key)
         if hit is not None:
-            return hit[""]
+            return {dest: hit[""]}
         self.report(inst.created_by)
         scratch = self.store.scratch()
         try:
@@ -367,11 +357,15 @@ class Steps:
             except HarnessError as error:
                 raise BuildError(f"{inst.keyword.upper()} failed: {error}", inst.location) from None
             size = out.stat().st_size
-            node = Node(self.store.adopt(out), size)
+            if self.layers is None:
+                node = Node(self.store.adopt(out), size)
+            else:  # hashed by the pass that writes this step's layer: one read of the output
+                output = Pending(out, stamp_of(out), size, output=True)
+                node = self.layers.write({}, {dest: output})[dest]
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         self.cache.put(key, {"": node})
-        return node
+        return {dest: node}
 
     def _source_tree(self, ref: StageRef | None, state: StageState, where: Location) -> Tree:
         source = self.source_for(ref or StageRef("stage", "current"), state, where)

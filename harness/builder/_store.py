@@ -24,6 +24,8 @@ __all__ = ["ContentStore", "cache_root", "stamp_of"]
 _SCRATCH = "scratch-"
 
 _CHUNK = 1 << 20
+# A stand-in digest's prefix: never a sha256, so never a blob's or a cache key's.
+_UNHASHED = "unhashed:"
 
 
 class ContentStore:
@@ -41,10 +43,14 @@ class ContentStore:
         for name, known in self._stats.items():
             if isinstance(known, list) and len(known) == 5:
                 self._outside.setdefault(str(known[4]), []).append(name)
+        # stand-in digest -> the outside file not hashed yet, and its stamp when named
+        self._unhashed: dict[str, tuple[Path, list[object]]] = {}
 
     def path(self, digest: str) -> Path:
         """Where a file with ``digest`` can be read: the store's blob, else an outside file the
-        store hashed and could not link, while it is unchanged."""
+        store hashed and could not link, while it is unchanged; for a stand-in, its file."""
+        if digest in self._unhashed:
+            return self._unhashed[digest][0]
         blob = self._blob(digest)
         if blob.is_file():
             return blob
@@ -75,6 +81,12 @@ class ContentStore:
         digest = _sha256_file(path)
         self._remember(path, stamp, digest)
         return digest
+
+    def remember(self, path: Path, stamp: list[object], digest: str) -> None:
+        """Remember ``digest`` of ``path``, which the caller checked while its stamp was
+        ``stamp`` (and does not keep in the store); nothing when the file changed since."""
+        if stamp and stamp_of(path) == stamp:
+            self._remember(path, stamp, digest)
 
     def _remember(self, path: Path, stamp: list[object], digest: str) -> None:
         key = str(path.resolve())
@@ -112,6 +124,33 @@ class ContentStore:
                 pass  # referred to in place, through the remembered digests
             finally:
                 Path(tmp).unlink(missing_ok=True)
+
+    def unhashed(self, path: Path, stamp: list[object]) -> str:
+        """A stand-in digest for an outside file not hashed yet, named while its stamp was
+        ``stamp``: a stage outside the image holds it until a step needs the real one
+        (``resolve``), or the pass writing the image's layer hashes it (``waiting``)."""
+        name = f"{_UNHASHED}{len(self._unhashed)}"
+        self._unhashed[name] = (path, stamp)
+        return name
+
+    def waiting(self, digest: str) -> tuple[Path, list[object]] | None:
+        """The file and stamp behind a stand-in digest that nothing has hashed since."""
+        found = self._unhashed.get(digest)
+        return None if found is None or self.known_digest(found[0]) is not None else found
+
+    def resolve(self, digest: str) -> str:
+        """The real digest: a stand-in's file hashed now (once: remembered by its stamp)."""
+        found = self._unhashed.get(digest)
+        if found is None:
+            return digest
+        path, stamp = found
+        known = self.known_digest(path)
+        if known is None:
+            known = _sha256_file(path)
+            self.put_hashed(path, stamp, known)
+        elif stamp_of(path) != stamp:
+            raise BuildError("changed while the build read it", Location(path=str(path)))
+        return known
 
     def put_bytes(self, data: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
