@@ -915,6 +915,29 @@ def test_add_from_http_checks_the_checksum(
     assert [p.name for p in tmp_path.iterdir()] == ["context"]  # no half layout beside it
 
 
+def test_add_from_http_with_a_sha256_checksum_is_hashed_once(
+    tmp_path: Path,
+    server: Server,
+    served_smollm2: str,
+    smollm2_sha: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The checksum's verification is the download's hashing: adopting it into the store does
+    not read the model a second time."""
+    from harness.builder import _store
+
+    hashed: list[Path] = []
+    real = _store._sha256_file
+    monkeypatch.setattr(_store, "_sha256_file", lambda path: hashed.append(path) or real(path))
+    built = _build(
+        _context(tmp_path, "add-from-http"),
+        tmp_path / "out",
+        build_args=_http_args(server, "models", smollm2_sha),
+    )
+    assert built.layer_view(0)[f"app/{SMOLLM2}"] == (smollm2_sha, 0o644)
+    assert [p for p in hashed if p.name == SMOLLM2] == []
+
+
 def test_add_from_http_resumes_a_cut_download(
     tmp_path: Path, server: Server, served_smollm2: str, smollm2_sha: str
 ) -> None:

@@ -51,8 +51,9 @@ def download(
     where: Location,
     progress: Progress | None = None,
     timeout: float = 60.0,
-) -> None:
-    """Fetch ``url`` into ``dest`` (resuming ``dest.part``), verifying ``checksum`` if given.
+) -> str | None:
+    """Fetch ``url`` into ``dest`` (resuming ``dest.part``), verifying ``checksum`` if given;
+    returns the file's ``sha256:`` digest when the checksum verified one (no second hashing).
 
     A response that ends before its Content-Length is resumed with a Range request, a few times;
     if it still falls short, the ``.part`` file stays for the next try to resume.
@@ -80,6 +81,7 @@ def download(
                 where,
             )
     os.replace(part, dest)
+    return f"sha256:{expected[1]}" if expected is not None and expected[0] == "sha256" else None
 
 
 def _fetch(

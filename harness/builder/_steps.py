@@ -205,9 +205,9 @@ class Steps:
             downloads = self.store.root / "downloads" / key
             downloads.mkdir(parents=True, exist_ok=True)
             target = downloads / url_basename(url)
-            download(url, target, checksum=inst.checksum, where=inst.location)
+            verified = download(url, target, checksum=inst.checksum, where=inst.location)
             size = target.stat().st_size
-            files = {"": Node(self.store.adopt(target), size)}
+            files = {"": Node(self.store.adopt(target, verified), size)}
             shutil.rmtree(downloads, ignore_errors=True)
             self.cache.put(key, files)
         node = files[""]
