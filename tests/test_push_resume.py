@@ -4,8 +4,9 @@ A 200 MiB layer of random bytes, pushed in 8 MiB chunks to the real registry (De
 docker-registry, distribution 2.8) by ``gguf-harness push`` in a subprocess whose upload
 journal (``$GGUF_HARNESS_CACHE/uploads``) the test watches:
 
-- SIGTERM once half is acknowledged: the chunk in flight ends, the journal names the session,
-  the command exits 143 with one line; the rerun sends only the rest.
+- SIGTERM (or SIGINT) once half is acknowledged: the chunk in flight ends, the journal names
+  the session, the command exits 143 (130) with one line; the rerun sends only the rest. A
+  second signal stops in the middle of a chunk.
 - ``kill -9`` in the middle of a chunk: distribution cancels that session when asked about it
   (its data no longer matches its state token), so the rerun starts over and says so.
 - A journal of another repository or host, or one that does not parse, is ignored.
@@ -23,14 +24,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from harness.distribution import RegistryOptions, pull_layout, push_layout
+from harness.cli._stop import Interrupted, graceful_stop
+from harness.distribution import BlobSource, RegistryOptions, _transfer, pull_layout, push_layout
 from harness.distribution._journal import Session, journal_path
 from harness.oci import LayerEntry, LayoutWriter, read_layout
 from tests.services import Registry
@@ -77,14 +80,16 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     return values
 
 
-def test_sigterm_stops_between_chunks_and_the_rerun_sends_the_rest(
-    layout: Path, env: dict[str, str], registry: Registry, tmp_path: Path
+@pytest.mark.parametrize(("signame", "status"), [("TERM", 143), ("INT", 130)])
+def test_a_signal_stops_between_chunks_and_the_rerun_sends_the_rest(
+    layout: Path, env: dict[str, str], registry: Registry, tmp_path: Path, signame: str, status: int
 ) -> None:
-    ref = f"{registry.host}/resume/term:v1"
+    repository = f"resume/{signame.lower()}"
+    ref = f"{registry.host}/{repository}:v1"
     argv = ["push", f"{layout}:v1", ref, "--insecure", "--chunk-size", "8MiB"]
     journals = Path(env["GGUF_HARNESS_CACHE"]) / "uploads"
-    stopped = _run_until(argv, env, tmp_path, lambda: _journaled(journals) >= HALF, "TERM")
-    assert stopped.returncode == 143, stopped.stderr
+    stopped = _run_until(argv, env, tmp_path, lambda: _journaled(journals) >= HALF, signame)
+    assert stopped.returncode == status, stopped.stderr
     layer = read_layout(layout).layers[0]
     line = stopped.stderr.strip().splitlines()[-1]
     assert line.startswith("gguf-harness: ") and line.endswith(
@@ -94,7 +99,7 @@ def test_sigterm_stops_between_chunks_and_the_rerun_sends_the_rest(
     # Stopped at a chunk boundary, and the journal names that very offset.
     assert HALF <= offset < layer.size and offset % CHUNK == 0
     assert _journaled(journals) == offset
-    assert _tagged(registry, "resume/term") is None
+    assert _tagged(registry, repository) is None
 
     started = time.monotonic()
     rerun = _cli(argv, env, tmp_path)
@@ -135,6 +140,42 @@ def test_kill_9_mid_chunk_starts_over_and_says_so(
     assert int(rerun.stdout.rsplit(", ", 1)[1].split()[0]) >= layer.size
     _pulled_whole(ref, layout, tmp_path)
     assert list(journals.iterdir()) == []
+
+
+def test_a_second_signal_stops_at_once(
+    layout: Path, env: dict[str, str], registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process, the CLI's handlers: the first SIGTERM would let the chunk in flight end (at
+    128 MiB), the second, 0.6 s later, stops in the middle of it (the journal stays at 64 MiB)."""
+    chunk = 64 << 20
+    slices = _transfer._slices
+
+    def slow(source: BlobSource, offset: int, length: int) -> Iterator[bytes]:
+        for piece in slices(source, offset, length):
+            time.sleep(0.02)  # 1.3 s a chunk: a person's second Ctrl-C comes within one
+            yield piece
+
+    monkeypatch.setattr(_transfer, "_slices", slow)
+    journals = Path(env["GGUF_HARNESS_CACHE"]) / "uploads"
+
+    def signals() -> None:
+        while _journaled(journals) < chunk:
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.6)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=signals, daemon=True)
+    sender.start()
+    with pytest.raises(Interrupted) as stopped, graceful_stop():
+        push_layout(
+            layout,
+            f"{registry.host}/resume/twice:v1",
+            options=RegistryOptions(insecure=True, chunk_size=chunk, transfers=1),
+        )
+    sender.join()
+    assert stopped.value.status == 143
+    assert _journaled(journals) == chunk
 
 
 @pytest.mark.parametrize("kind", ["garbage", "repository", "registry"])
