@@ -36,6 +36,7 @@ from harness.cli._stop import Interrupted, graceful_stop
 from harness.distribution import BlobSource, RegistryOptions, _transfer, pull_layout, push_layout
 from harness.distribution._journal import Session, journal_path
 from harness.oci import LayerEntry, LayoutWriter, read_layout
+from tests.harness_cli import harness
 from tests.services import Registry
 from tests.test_interrupt import PACKERFILE, write_big_gguf
 
@@ -253,16 +254,7 @@ def _run_until(
 
 
 def _cli(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "harness", *argv],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = harness(*argv, cwd=cwd, env=env, timeout=300)
     assert done.returncode == 0, f"{' '.join(argv)}:\n{done.stdout}\n{done.stderr}"
     return done
 
