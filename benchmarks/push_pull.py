@@ -14,7 +14,10 @@ cannot turn its push into a cross-repository mount):
   llama.cpp), whose files are counted (one copy)
 - with ``--kill``: a push and a store pull (the CLI, in a subprocess) killed with SIGKILL half
   way, then rerun: the rerun's time and the bytes it sent (push) or fetched (pull, from the
-  registry's access log) again; the pull's rerun time against a full pull's
+  registry's access log) again; the pull's rerun time against a full pull's; and a push
+  stopped with SIGTERM once half is acknowledged (the upload journal says so), per chunk size
+  (``--chunks``, MiB, default 8,64): how long the stop took, the bytes its rerun sent again and
+  its time, against a whole push by the CLI with that chunk size
 
 skopeo (containers/image) gzips an uncompressed layer on its way to a registry: with the
 default ``--compression none`` its push does more work than ours; ``--compression zstd`` is the
@@ -25,12 +28,13 @@ throughput, and the ratios: skopeo time / ours (1.0 or more: at least as fast) a
 (the issue asks for at most 1.5).
 
     .venv/bin/python benchmarks/push_pull.py [--size 4G] [--rounds 1] [--pulls 1] [--kill]
-        [--work DIR (keeps the built layout there for the next run)]
+        [--chunks 8,64] [--work DIR (keeps the built layout there for the next run)]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -168,8 +172,13 @@ def _cli_env(work: Path) -> dict[str, str]:
     return env
 
 
-def _cli(argv: list[str], env: dict[str, str], kill_when: Callable[[], bool] | None) -> str:
-    """Run ``gguf-harness ARGV``; with ``kill_when``, SIGKILL it once that holds."""
+def _cli(
+    argv: list[str],
+    env: dict[str, str],
+    kill_when: Callable[[], bool] | None,
+    signum: int = signal.SIGKILL,
+) -> str:
+    """Run ``gguf-harness ARGV``; with ``kill_when``, send it ``signum`` once that holds."""
     child = subprocess.Popen(
         [sys.executable, "-m", "harness", *argv], env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
@@ -183,7 +192,7 @@ def _cli(argv: list[str], env: dict[str, str], kill_when: Callable[[], bool] | N
         time.sleep(0.02)
     if child.poll() is not None:
         raise SystemExit(f"gguf-harness {' '.join(argv)} ended before the kill point")
-    os.killpg(child.pid, signal.SIGKILL)
+    os.killpg(child.pid, signum)
     child.wait()
     return ""
 
@@ -238,7 +247,13 @@ def _fetched_since(registry: Registry, mark: int) -> int:
 
 
 def _round(
-    work: Path, layout: Path, number: int, pulls: int, kill: bool, times: dict[str, list[float]]
+    work: Path,
+    layout: Path,
+    number: int,
+    pulls: int,
+    kill: bool,
+    chunks: list[str],
+    times: dict[str, list[float]],
 ) -> None:
     """One fresh registry: both pushes (order alternating by round), then ``pulls`` pulls each
     (order alternating), then a pull into the store."""
@@ -280,7 +295,49 @@ def _round(
         if kill:
             blob = max((layout / "blobs/sha256").iterdir(), key=lambda p: p.stat().st_size)
             _kill_and_rerun(work, layout, registry, blob.stat().st_size // 2, times)
+            for chunk in chunks:
+                _stop_and_rerun(work, layout, registry, blob.stat().st_size // 2, chunk, times)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _stop_and_rerun(
+    work: Path,
+    layout: Path,
+    registry: Registry,
+    half: int,
+    chunk: str,
+    times: dict[str, list[float]],
+) -> None:
+    """A CLI push stopped with SIGTERM once ``half`` is acknowledged (its upload journal says
+    so), then rerun; against a whole CLI push of the same chunk size to another repository."""
+    env = _cli_env(work)
+    journals = work / "cli-cache" / "uploads"
+    size = f"{int(chunk)}MiB"
+    whole = ["push", f"{layout}:v1", f"{registry.host}/bench/whole-{chunk}:v1", "--insecure"]
+    started = time.perf_counter()
+    _cli([*whole, "--chunk-size", size], env, None)
+    _record(times, f"push, {size} chunks (CLI, whole)", time.perf_counter() - started)
+    push = ["push", f"{layout}:v1", f"{registry.host}/bench/stopped-{chunk}:v1", "--insecure"]
+    push += ["--chunk-size", size]
+    stopping: list[float] = []
+
+    def acknowledged() -> bool:
+        for path in journals.glob("*.json"):
+            try:
+                if json.loads(path.read_bytes())["offset"] >= half:
+                    stopping.append(time.perf_counter())
+                    return True
+            except (OSError, ValueError):
+                continue
+        return False
+
+    _cli(push, env, acknowledged, signal.SIGTERM)
+    _record(times, f"push, {size} chunks: SIGTERM to exit", time.perf_counter() - stopping[0])
+    started = time.perf_counter()
+    out = _cli(push, env, None)
+    _record(times, f"push, {size} chunks: rerun after SIGTERM", time.perf_counter() - started)
+    sent = int(out.rsplit(", ", 1)[1].split()[0])
+    print(f"push rerun after SIGTERM ({size} chunks) sent {sent / 1e6:.0f} MB", file=sys.stderr)
 
 
 def _count_copies(store: Path) -> None:
@@ -309,6 +366,9 @@ def main() -> None:
     parser.add_argument("--pulls", type=int, default=1, help="pulls each per round")
     parser.add_argument("--compression", default="none", choices=("gzip", "zstd", "none"))
     parser.add_argument("--kill", action="store_true", help="kill a push and a pull, rerun")
+    parser.add_argument(
+        "--chunks", default="8,64", help="upload chunk sizes in MiB of the SIGTERM runs (--kill)"
+    )
     parser.add_argument("--work", type=Path, help="keep the built layout here between runs")
     args = parser.parse_args()
     if shutil.which("skopeo") is None or shutil.which("docker-registry") is None:
@@ -324,7 +384,10 @@ def main() -> None:
             _record(times, "floor: sha256sum + cp", seconds)
             (work / "floor-copy").unlink()
         for number in range(args.rounds):
-            _round(work / f"round-{number}", layout, number, args.pulls, args.kill, times)
+            _round(
+                work / f"round-{number}", layout, number, args.pulls, args.kill,
+                args.chunks.split(","), times,
+            )  # fmt: skip
         _print(times, blob.stat().st_size, args)
 
 

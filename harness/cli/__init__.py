@@ -28,6 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(words)
     if server_args:
         args.server_args = [*args.server_args, *server_args]
+    from harness.cli._stop import Interrupted
+
     try:
         from harness.cli import _commands
 
@@ -35,6 +37,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as error:
         print(f"gguf-harness: error: {error}", file=sys.stderr)
         return 1
+    except Interrupted as stop:  # a second SIGINT or SIGTERM during a push
+        print("gguf-harness: stopped at once", file=sys.stderr)
+        return stop.status
     except KeyboardInterrupt:
         print("gguf-harness: interrupted", file=sys.stderr)
         return 130
@@ -184,6 +189,12 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("reference", metavar="REF", help="e.g. 127.0.0.1:5000/smollm2:q4")
     push.add_argument("--insecure", action="store_true", help="plain HTTP or unverified TLS")
     push.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    push.add_argument(
+        "--chunk-size",
+        metavar="SIZE",
+        help="bytes per upload request (default 64MiB): what a stop waits for and a broken"
+        " connection resends",
+    )
     push.set_defaults(run="push")
 
     pull = commands.add_parser("pull", help="pull a model image into the local store")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from harness.errors import UsageError, printable
 from harness.units import format_size, parse_size
 
+from ._push import push_command
 from ._serve import run_command, smoke_command
 
 if TYPE_CHECKING:
@@ -274,26 +275,6 @@ def diff_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def push_command(args: argparse.Namespace) -> int:
-    from harness import _progress
-    from harness.distribution import RegistryOptions, push_layout
-
-    _progress.configure(quiet=args.quiet)
-    directory, colon, tag = args.layout.rpartition(":")
-    if not colon or "/" in tag:
-        directory, tag = args.layout, ""
-    result = push_layout(
-        Path(directory),
-        args.reference,
-        tag=tag or None,
-        options=RegistryOptions(insecure=args.insecure),
-        report=None if args.quiet else _say,
-    )
-    state = "pushed" if result.changed else "unchanged"
-    print(f"{result.reference} {result.descriptor.digest} ({state}, {result.bytes_sent} bytes)")
-    return 0
-
-
 def pull_command(args: argparse.Namespace) -> int:
     from harness import _progress
     from harness.distribution import RegistryOptions
@@ -394,4 +375,8 @@ def test_command(args: argparse.Namespace) -> int:
             print("\n".join(lines[start:end]))
             print("\nEvery other argument is pytest's (python -m pytest --help lists them all).")
             return 0
-    return subprocess.call(command)
+    from ._stop import wait_passing
+
+    # Signals are passed on: a stop asked during --publish lets pytest end its uploads between
+    # chunks, with their sessions journaled for the next run.
+    return wait_passing(subprocess.Popen(command))

@@ -6,6 +6,8 @@ referrers) with retries, resumable chunked uploads and downloads, and the regist
 ``push_layout`` send an ``Artifact`` (a manifest and where its blobs lie) sending only what the
 registry lacks; ``resolve`` / ``pull_layout`` read one back with every digest checked;
 ``attach`` / ``list_referrers`` hang artifacts (a test report) on a manifest.
+``request_stop`` asks the uploads in flight to stop at their next chunk boundary (a person's
+Ctrl-C); what each one sent is journaled for the next push of the same blob to resume.
 """
 
 from harness.errors import AuthError, DigestError, NotFoundError, RegistryError, redact
@@ -15,7 +17,7 @@ from ._client import MANIFEST_TYPES, ManifestBlob, RegistryClient
 from ._credentials import Credentials, docker_config_path, find_credentials
 from ._download import Prefix
 from ._options import DEFAULT_CHUNK_SIZE, DEFAULT_TRANSFERS, RegistryOptions, RetryPolicy
-from ._parallel import each
+from ._parallel import clear_stop, each, request_stop
 from ._pull import Platform, ResolvedImage, choose_platform, pull_layout, resolve
 from ._push import PushResult, push, push_layout
 from ._reference import DOCKER_HUB, Reference, is_tag
@@ -61,6 +63,7 @@ __all__ = [
     "SourceImage",
     "attach",
     "choose_platform",
+    "clear_stop",
     "docker_config_path",
     "each",
     "fallback_tag",
@@ -74,5 +77,6 @@ __all__ = [
     "push_layout",
     "redact",
     "referrer_artifact",
+    "request_stop",
     "resolve",
 ]

@@ -2,7 +2,7 @@
 
 Every manifest read is checked against the digest it was asked by (or the digest the registry
 states for a tag); every blob read goes through ``_transfer.fetch_blob``, which checks its size
-and digest. Uploads go through ``_transfer.upload_blob`` (chunked, resumable).
+and digest. Uploads go through ``_transfer.upload_blob`` (chunked, resumable, also by a later run).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -20,6 +20,7 @@ from harness.oci import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MA
 from ._artifact import parse_descriptor
 from ._download import Prefix, fetch_blob
 from ._http import Body, Http, Response, registry_error
+from ._journal import forget as forget_upload
 from ._options import RegistryOptions
 from ._reference import Reference
 from ._token import Scope
@@ -214,9 +215,20 @@ class RegistryClient:
             return False  # no read access to the source: upload instead
         raise self._error("POST", path, response, repository)
 
-    def upload_blob(self, repository: str, descriptor: Descriptor, source: BlobSource) -> int:
-        """Upload a blob the registry does not have; returns the bytes sent (counting resends)."""
-        return upload_blob(self.http, repository, descriptor, source, _push(repository))
+    def upload_blob(
+        self,
+        repository: str,
+        descriptor: Descriptor,
+        source: BlobSource,
+        report: Callable[[str], None] | None = None,
+    ) -> int:
+        """Upload a blob the registry does not have; returns the bytes sent (counting resends).
+        A session an earlier run journaled is resumed; ``report`` hears of it."""
+        return upload_blob(self.http, repository, descriptor, source, _push(repository), report)
+
+    def forget_upload(self, repository: str, digest: str) -> None:
+        """Drop the journaled session of a blob the repository holds (or mounted) by now."""
+        forget_upload(self.http.host, repository, digest)
 
     def fetch_blob(
         self,

@@ -1,9 +1,14 @@
 """Several blobs at once, in a bounded pool: results in the order of the items.
 
 When one item fails (or Ctrl-C reaches the caller), the others are told to stop: the transfer
-loops ask ``stopped()`` between pieces and give up within a megabyte, so the error is raised
+loops ask ``stop_point()`` between pieces and give up within a megabyte, so the error is raised
 once every worker has ended, with nothing still writing into what the caller cleans up. One item
 runs in the calling thread.
+
+A person's stop is process-wide: ``request_stop()`` (the CLI's first SIGINT or SIGTERM) asks
+each upload to end at its next chunk boundary, the chunk in flight acknowledged and journaled;
+``request_stop(now=True)`` (a second signal) makes every ``stop_point()`` raise. Nothing here
+installs a signal handler: the faces (CLI, pytest plugin) do, around a push.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import TypeVar
 
 from harness.errors import TransferStopped
 
-__all__ = ["each", "stop_point"]
+__all__ = ["clear_stop", "each", "request_stop", "stop_point", "stop_requested"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -24,11 +29,33 @@ R = TypeVar("R")
 _STOP: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
     "harness_transfer_stop", default=None
 )
+_REQUESTED = threading.Event()  # stop at the next chunk boundary
+_NOW = threading.Event()  # stop within a megabyte
+
+
+def request_stop(*, now: bool = False) -> None:
+    """Ask this process's transfers to stop: at the next chunk boundary, or with ``now`` at once."""
+    _REQUESTED.set()
+    if now:
+        _NOW.set()
+
+
+def stop_requested() -> bool:
+    """True once ``request_stop`` was called (until ``clear_stop``)."""
+    return _REQUESTED.is_set()
+
+
+def clear_stop() -> None:
+    """Forget a stop request: the face that asked for it calls this when its command is over."""
+    _NOW.clear()
+    _REQUESTED.clear()
 
 
 def stop_point() -> None:
     """Raise if a sibling transfer failed: called between pieces of a blob (in the worker, and
     in a stream's fetch thread, which runs in the worker's context)."""
+    if _NOW.is_set():
+        raise TransferStopped("stopped at once: asked a second time")
     stop = _STOP.get()
     if stop is not None and stop.is_set():
         raise TransferStopped("stopped: another transfer of the same command failed")
@@ -54,7 +81,10 @@ def each(items: Sequence[T], work: Callable[[T], R], workers: int, name: str) ->
                     raise failure
             return [future.result() for future in futures]
         except BaseException:
-            stop.set()
+            # Asked to stop at a chunk boundary: the other uploads reach theirs by themselves
+            # (each journals its session); anything else stops them within a megabyte.
+            if not stop_requested() or _NOW.is_set():
+                stop.set()
             for future in futures:
                 future.cancel()
             raise

@@ -181,12 +181,14 @@ def _push_blob(
                 f"its descriptor says {descriptor.size}",
                 f"{client.registry}/{repository}",
             )
+        client.forget_upload(repository, digest)  # a session a stopped run left: not needed
         return "present", 0
     if any(
         source_repo != repository and client.mount_blob(repository, digest, source_repo)
         for source_repo in mount_from
     ):
+        client.forget_upload(repository, digest)
         say(f"mounted {digest[:19]} from another repository")
         return "mounted", 0
     say(f"uploading {digest[:19]} ({descriptor.size} bytes)")
-    return "uploaded", client.upload_blob(repository, descriptor, source)
+    return "uploaded", client.upload_blob(repository, descriptor, source, say)

@@ -7,6 +7,7 @@ core; this module maps them onto pytest's collection, locations and reports.
 from __future__ import annotations
 
 import fnmatch
+import sys
 from collections.abc import Generator, Iterable
 from pathlib import Path
 from typing import Any
@@ -191,10 +192,20 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
         diff_all_published(pipeline_of(config), report, specs)
     if publishing:
+        from harness.cli._stop import Interrupted, graceful_stop
         from harness.pipeline import publish_all
 
-        if not publish_all(pipeline_of(config), report, specs, collected):
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        # SIGINT or SIGTERM while publishing: uploads stop between chunks, their sessions
+        # journaled; each model's publish record says where it stopped.
+        with graceful_stop() as stop:
+            try:
+                if not publish_all(pipeline_of(config), report, specs, collected):
+                    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            except Interrupted:
+                pass  # a second signal: stop.signum holds the first
+        if stop.signum is not None:
+            sys.stderr.write("gguf-harness: publishing stopped; run again to resume\n")
+            session.exitstatus = stop.status
     if config.getoption("--update-expectations"):
         updates = update_from_report(specs, report)
         config.stash[_updates_key] = [line for u in updates for line in (u.diff, *u.left) if line]
