@@ -87,7 +87,7 @@ class Layers:
         scratch = self.store.scratch()
         try:
             tmp = scratch / "layer"
-            with open(tmp, "wb") as out:
+            with open(tmp, "w+b") as out:  # read too: a cloned file is read back (reflinks)
                 level = _LEVELS[self.compression]
                 stats = write_layer(entries, out, self.compression, level, self.mtime)
             # The digest as written: the layer is never read back (one pass over the bytes).

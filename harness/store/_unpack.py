@@ -206,7 +206,11 @@ def unpack_layer(
         tar_stream = _Capped(
             _decompressor(compression, compressed), None if same else "sha256", cap, what
         )
-        writer = TarWriter(root, what, limits.max_entries)
+        # An uncompressed layer in a local file (a layout's blob): a member's data is at its tar
+        # offset in the file, so its blocks can be shared with what is unpacked (reflinks).
+        local = compression == "none" and isinstance(blob, Path)
+        clone_from = cast(IO[bytes], raw).fileno() if local else None
+        writer = TarWriter(root, what, limits.max_entries, clone_from)
         try:
             with tarfile.open(
                 fileobj=cast(IO[bytes], _Forward(tar_stream)),
