@@ -19,10 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.builder import BuildOptions, build
-from harness.oci import Descriptor, LayerEntry, read_layout, write_layer
+from harness._fs import remove_tree
+from harness.builder import BuildOptions, _layers, build
+from harness.builder._store import ContentStore
+from harness.builder._tree import Node
+from harness.errors import OCIError, StoreError
+from harness.oci import Descriptor, LayerEntry, _layer_sink, read_layout, write_layer
 from harness.oci._tarread import iter_layer
-from harness.store import Store
+from harness.store import Store, _tarwrite
 from harness.store._unpack import UnpackLimits, unpack_layer
 from tests.estimate_models import TinySpec, write_llama
 
@@ -129,6 +133,18 @@ def test_compressed_layers_are_not_padded(tmp_path: Path, big: Path, compression
         assert not member.pax_headers and member.offset_data == 512 + 1024 + 512
 
 
+def test_a_layer_cached_in_the_old_layout_is_not_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The build cache keeps layers by their files; the same files made other (unaligned) bytes
+    # before, so the tar's layout is part of the key: an old cache cannot hand out old layers.
+    layers = _layers.Layers(ContentStore(tmp_path / "cache"), "none")
+    files = {"app/model.gguf": Node("sha256:" + "0" * 64, BIG)}
+    today = layers._record(files)
+    monkeypatch.setattr(_layers, "TAR_LAYOUT", "unaligned")
+    assert layers._record(files) != today
+
+
 # --- on XFS: the layer shares the model's blocks ----------------------------------------------
 
 PACKERFILE = """\
@@ -215,28 +231,66 @@ def xfs_dir(reflink_fs: Path, tmp_path: Path) -> Iterator[Path]:
     directory = reflink_fs / tmp_path.name
     directory.mkdir()
     yield directory
-    for path in directory.iterdir():
-        path.unlink()
-    directory.rmdir()
+    remove_tree(directory)  # the next test measures this filesystem's free space
 
 
 @xfs
-def test_layers_clone_on_xfs_and_copy_elsewhere_to_the_same_bytes(xfs_dir: Path, big: Path) -> None:
+def test_layers_clone_on_xfs_and_copy_from_elsewhere_to_the_same_bytes(
+    xfs_dir: Path, big: Path
+) -> None:
     local = xfs_dir / "model.gguf"
     local.write_bytes(big.read_bytes() * 16)  # 16 MiB
     entries = [LayerEntry("a", b"x" * 700), LayerEntry("m.gguf", local, hash_source=True)]
     before = _free(xfs_dir)
     cloned = _write(xfs_dir / "cloned.tar", entries)
     shared = before - _free(xfs_dir)
-    # From another filesystem (EXDEV) and into a descriptor that cannot read back what it
-    # cloned: both copy, silently, to the same bytes.
-    remote = [LayerEntry("a", b"x" * 700), LayerEntry("m.gguf", big.parent / "m16")]
-    (big.parent / "m16").write_bytes(local.read_bytes())
+    # From another filesystem the clone is refused (EXDEV): a plain copy, silently, same bytes.
+    elsewhere = big.parent / "m16"
+    elsewhere.write_bytes(local.read_bytes())
     before = _free(xfs_dir)
-    assert _write(xfs_dir / "exdev.tar", remote) == cloned
-    fd = os.open(xfs_dir / "wronly.tar", os.O_WRONLY | os.O_CREAT, 0o644)
-    with os.fdopen(fd, "w+b") as out:
-        assert write_layer(entries, out, "none", mtime=0).digest == cloned
+    assert _write(xfs_dir / "copied.tar", [entries[0], LayerEntry("m.gguf", elsewhere)]) == cloned
     copied = before - _free(xfs_dir)
-    assert shared < 0.05 * local.stat().st_size < 1.9 * local.stat().st_size < copied
+    elsewhere.unlink()
+    assert shared < 0.05 * local.stat().st_size < 0.95 * local.stat().st_size < copied
     assert _sha(xfs_dir / "cloned.tar") == cloned
+
+
+@xfs
+def test_a_source_changed_after_its_clone_is_refused(
+    xfs_dir: Path, big: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The cloned bytes are the file as it was, the digest is of the bytes read after: a write
+    # in between would make a layer that is not what its digest says.
+    local = xfs_dir / "model.gguf"
+    local.write_bytes(big.read_bytes())
+    real = _layer_sink.clone_range
+
+    def clone_then_write(*args: int) -> bool:
+        done = real(*args)
+        with local.open("r+b") as file:
+            file.write(b"changed")
+        os.utime(local, ns=(0, 0))  # an mtime of its own, whatever the clock's granularity
+        return done
+
+    monkeypatch.setattr(_layer_sink, "clone_range", clone_then_write)
+    with pytest.raises(OCIError, match="changed while being written into the layer"):
+        _write(xfs_dir / "layer.tar", [LayerEntry("m.gguf", local)])
+
+
+@xfs
+def test_a_blob_changed_after_its_clone_is_refused_by_the_store(
+    xfs_dir: Path, big: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    layer = xfs_dir / "layer.tar"
+    digest = _write(layer, [LayerEntry("m.gguf", big)])
+    descriptor = Descriptor("application/vnd.oci.image.layer.v1.tar", digest, layer.stat().st_size)
+    real = _tarwrite.clone_range
+
+    def clone_then_touch(*args: int) -> bool:
+        done = real(*args)
+        os.utime(layer, ns=(0, 0))
+        return done
+
+    monkeypatch.setattr(_tarwrite, "clone_range", clone_then_touch)
+    with pytest.raises(StoreError, match="the blob changed while it was unpacked"):
+        unpack_layer(layer, descriptor, digest, xfs_dir / "unpacked", UnpackLimits())

@@ -19,6 +19,7 @@ from harness.builder._store import ContentStore
 from harness.builder._tree import Node
 from harness.oci import (
     COMPRESSIONS,
+    TAR_LAYOUT,
     Descriptor,
     Layer,
     LayerEntry,
@@ -87,7 +88,7 @@ class Layers:
         scratch = self.store.scratch()
         try:
             tmp = scratch / "layer"
-            with open(tmp, "w+b") as out:  # read too: a cloned file is read back (reflinks)
+            with open(tmp, "wb") as out:
                 level = _LEVELS[self.compression]
                 stats = write_layer(entries, out, self.compression, level, self.mtime)
             # The digest as written: the layer is never read back (one pass over the bytes).
@@ -112,7 +113,7 @@ class Layers:
 
     def _record(self, files: Mapping[str, Node]) -> Path:
         listing = sorted((path, n.digest, n.mode, n.uid, n.gid) for path, n in files.items())
-        key = step_key("layer", self.compression, self.mtime, listing)
+        key = step_key("layer", TAR_LAYOUT, self.compression, self.mtime, listing)
         return self.store.root / "layers" / f"{key}.json"
 
     def _known(self, files: Mapping[str, Node]) -> tuple[Layer, Path] | None:

@@ -27,6 +27,7 @@ from ._media import Descriptor
 
 __all__ = [
     "COMPRESSIONS",
+    "TAR_LAYOUT",
     "Layer",
     "LayerEntry",
     "LayerStats",
@@ -44,6 +45,9 @@ _BLOCK = 512
 _ALIGN_MIN = 1 << 20
 _PAD_MAX = ALIGN + _BLOCK  # a gap of one block takes a pax header of two, so 4096 more
 _PAD_KEY = "comment"  # a standard pax keyword every reader ignores
+#: The tar's layout, for caches that keep layers by their files: the same files made other bytes
+#: before big members were aligned, and a cache must not hand those out as today's.
+TAR_LAYOUT = "pax-aligned-4096-from-1MiB"
 _DIR_MODE = 0o755
 
 
@@ -107,9 +111,9 @@ def write_layer(
 ) -> LayerStats:
     """Write the tar of ``entries`` to ``out``, compressed; return both digests and sizes.
 
-    Uncompressed, into a file opened for reading too (``"w+b"``) on a reflink filesystem, a
-    big file's data is cloned from its source (the blocks are shared, not written) and read
-    back from the layer for the digests; anywhere else it is copied. The bytes are the same.
+    Uncompressed, into a file on a reflink filesystem, a big file's data is cloned from its
+    source on the same filesystem (the blocks are shared, not written; the source is still
+    read for the digests); anywhere else it is copied. The bytes are the same.
     """
     files = _collect(entries)
     sink = Sink(out, compressor(compression, level))
@@ -251,40 +255,50 @@ def _copy(
         if own is not None:
             own.update(entry.source)
         return
-    buf = bytearray(_CHUNK)
-    view = memoryview(buf)
+    view = memoryview(bytearray(_CHUNK))
     left = size
     try:
         with open(entry.source, "rb") as file:
+            stamp = _stamp(file.fileno())
             body = size - size % ALIGN if size >= _ALIGN_MIN else 0
-            if body and sink.clone(file.fileno(), body):
-                for piece in sink.cloned(body):
-                    if own is not None:
-                        own.update(piece)
-                    bar.advance(len(piece))
-                file.seek(body)
-                left -= body
+            # Cloned, the body is still read (from the source, most likely still in the page
+            # cache): for the digests and the source's own hash, not to be written.
+            shared = body if body and sink.clone(file.fileno(), body) else 0
             while left:
-                got = file.readinto(view[: min(left, _CHUNK)])
+                done = size - left
+                # up to the end of the shared part, then up to the end of the file
+                limit = shared - done if done < shared else left
+                got = file.readinto(view[: min(limit, _CHUNK)])
                 if not got:
                     break
-                sink.write(view[:got])
+                if done < shared:
+                    sink.account(view[:got])
+                else:
+                    sink.write(view[:got])
                 if own is not None:
                     own.update(view[:got])
                 left -= got
                 bar.advance(got)
             extra = file.read(1)
+            # What was cloned and what was hashed are the same bytes only if the file did not
+            # change in between (the plain copy writes what it hashes, so needs no such check).
+            changed = shared and _stamp(file.fileno()) != stamp
     except OSError as exc:
         raise OCIError(
             f"cannot read layer source: {exc.strerror or exc}",
             Location(path=os.fspath(entry.source)),
         ) from None
-    if left or extra:
+    if left or extra or changed:
         # The tar header already promised `size` bytes; anything else would corrupt the layer.
         raise OCIError(
-            f"file changed size while being written into the layer (expected {size} bytes)",
+            f"file changed while being written into the layer (expected {size} bytes)",
             Location(path=os.fspath(entry.source), offset=size - left),
         )
+
+
+def _stamp(fd: int) -> tuple[int, int]:
+    found = os.fstat(fd)
+    return found.st_size, found.st_mtime_ns
 
 
 def layer_bound(entries: Sequence[LayerEntry]) -> int:

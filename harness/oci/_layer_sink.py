@@ -1,18 +1,16 @@
 """The one pass under a layer: hash the tar, compress it, hash and write what comes out; or, for
-an uncompressed tar on a reflink filesystem, share a file's blocks and read them back to hash.
+an uncompressed tar on a reflink filesystem, share a file's blocks and only hash its bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
 from harness._fs import clone_range
-from harness.errors import Location, OCIError
+from harness.errors import OCIError
 
 from ._media import OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD
 
@@ -75,7 +73,7 @@ def compressor(compression: str, level: int | None) -> _Compressor:
 
 class Sink:
     """Hash the tar stream, compress it, hash and write what comes out (or, uncompressed, share
-    a file's blocks and hash them as read back)."""
+    a file's blocks, hashing the bytes as its source reads)."""
 
     def __init__(self, out: BinaryIO, compressor: _Compressor) -> None:
         self._out = out
@@ -87,12 +85,12 @@ class Sink:
         self.tar_size = 0
         # Only an uncompressed tar keeps a member's bytes where the file's blocks can be shared.
         self.aligns = self._identity
-        self._clones = self._identity and _readable_file(out)
+        self._clones = self._identity and _is_file(out)
 
     def clone(self, src_fd: int, length: int) -> bool:
         """Append the first ``length`` bytes of ``src_fd`` by sharing its blocks; the caller then
-        reads them back through ``cloned``. False when the filesystem refuses, and from then on
-        for the rest of the layer (it would refuse each file the same way)."""
+        hands each of those bytes to ``account``. False when the filesystem refuses, and from
+        then on for the rest of the layer (it would refuse each file the same way)."""
         if not self._clones:
             return False
         self._out.flush()
@@ -103,22 +101,11 @@ class Sink:
         self._clones = False
         return False
 
-    def cloned(self, length: int) -> Iterator[memoryview]:
-        """The ``length`` bytes ``clone`` just placed, read back from the layer itself: the
-        digests then describe the blob as it is on disk, whatever the source does meanwhile."""
-        fd = self._out.fileno()
-        start = self._out.tell() - length
-        view = memoryview(bytearray(_CHUNK))
-        done = 0
-        while done < length:
-            got = os.preadv(fd, [view[: min(_CHUNK, length - done)]], start + done)
-            if not got:
-                raise OCIError("the layer lost the bytes cloned into it", Location(offset=start))
-            self._tar_hash.update(view[:got])
-            self.tar_size += got
-            self._blob_size += got
-            yield view[:got]
-            done += got
+    def account(self, data: bytes | memoryview) -> None:
+        """Hash bytes ``clone`` already placed (uncompressed: the blob's digest is the tar's)."""
+        self._tar_hash.update(data)
+        self.tar_size += len(data)
+        self._blob_size += len(data)
 
     def write(self, data: bytes | memoryview) -> None:
         self._tar_hash.update(data)
@@ -139,11 +126,9 @@ class Sink:
         return LayerStats(digest, self._blob_size, diff_id, self.tar_size)
 
 
-def _readable_file(out: BinaryIO) -> bool:
-    """A file whose descriptor reads (what ``cloned`` needs): an empty read says so, where the
-    mode only says what Python was told (``fdopen(O_WRONLY fd, "w+b")`` claims to read)."""
+def _is_file(out: BinaryIO) -> bool:
     try:
-        os.pread(out.fileno(), 0, 0)
+        out.fileno()
         return out.seekable()
     except (OSError, ValueError):  # io.UnsupportedOperation is both
         return False

@@ -158,7 +158,7 @@ class LayoutWriter:
         ensure_room(blobs, layer_bound(entries), "the layer")
         fd, tmp_name = _new_file(blobs)
         try:
-            with os.fdopen(fd, "w+b") as out:  # read too: a cloned file is read back
+            with os.fdopen(fd, "wb") as out:
                 stats = write_layer(entries, out, compression, level, mtime)
                 _sync(out)
             self._store(Path(tmp_name), stats.digest)
@@ -311,10 +311,9 @@ def _swap_in(tmp: Path, target: Path) -> None:
 
 
 def _new_file(directory: Path) -> tuple[int, str]:
-    """A new private name in ``directory``, created with the umask's modes (mkstemp's are 0600),
-    open for reading too (a layer reads back what it cloned)."""
+    """A new private name in ``directory``, created with the umask's modes (mkstemp's are 0600)."""
     path = directory / f".tmp-{secrets.token_hex(8)}"
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666), str(path)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(path)
 
 
 def _sync(out: BinaryIO) -> None:
