@@ -4,9 +4,9 @@ A GGUF file is hundreds of megabytes, so file data is never held in memory, and 
 written out uncompressed: each chunk updates the diff_id hash, goes through the compressor and
 updates the blob hash on its way to disk.
 
-In an uncompressed layer a big file's data starts at a 4096-byte-aligned offset of the tar (a pax
-``comment`` record pads its header), so that on a reflink filesystem (XFS, btrfs) the layer can
-share the file's disk blocks instead of holding a second copy (docs/image-format.md).
+A big file's data starts at a 4096-byte-aligned offset of the tar (a pax ``comment`` record pads
+its header), so that on a reflink filesystem (XFS, btrfs) an uncompressed layer can share the
+file's disk blocks instead of holding a second copy (docs/image-format.md).
 """
 
 from __future__ import annotations
@@ -143,7 +143,9 @@ def _write_members(
             sink.write(_header(name, tarfile.DIRTYPE, _DIR_MODE, 0, 0, 0, stamp))
             continue
         size = sizes[name]
-        at = sink.tar_size if sink.aligns and size >= _ALIGN_MIN else None
+        # Aligned in every layer format: one tar, whatever compresses it, so the diff_id (and
+        # the image config) is the same; compressed, the padding costs a few bytes.
+        at = sink.tar_size if size >= _ALIGN_MIN else None
         header = _header(name, tarfile.REGTYPE, entry.mode, entry.uid, entry.gid, size, stamp, at)
         sink.write(header)
         own = hashlib.sha256() if entry.hash_source else None

@@ -84,7 +84,6 @@ class Sink:
         self._blob_size = 0
         self.tar_size = 0
         # Only an uncompressed tar keeps a member's bytes where the file's blocks can be shared.
-        self.aligns = self._identity
         self._clones = self._identity and _is_file(out)
 
     def clone(self, src_fd: int, length: int) -> bool:
