@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import os
+import shutil
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -181,7 +182,7 @@ def _build(root: Path, f16: Path, monkeypatch: pytest.MonkeyPatch) -> Built:
     context = root / "context"
     context.mkdir(parents=True)
     (context / "GGUFPackerfile").write_text(PACKERFILE)
-    (context / "f16.gguf").write_bytes(f16.read_bytes())  # the input, on the build's filesystem
+    shutil.copyfile(f16, context / "f16.gguf")  # the input, on the build's filesystem
     monkeypatch.setenv("GGUF_HARNESS_CACHE", str(root / "cache"))
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     before = _free(root)
@@ -212,6 +213,7 @@ def test_a_quantized_model_is_stored_once(on_xfs: Built) -> None:
 def test_the_layer_is_the_same_as_one_built_on_ext4(
     on_xfs: Built, f16: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # tmp_path: the machine's own filesystem (ext4 here and on GitHub's runners): copied there
     elsewhere = _build(tmp_path / "build", f16, monkeypatch)
     assert elsewhere.layers == on_xfs.layers
     assert elsewhere.manifest == on_xfs.manifest
