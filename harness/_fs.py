@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import secrets
 import shutil
 import stat
+import struct
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +21,7 @@ __all__ = [
     "CACHE_ENV",
     "atomic_write",
     "cache_root",
+    "clone_range",
     "display_path",
     "ensure_room",
     "owned_name",
@@ -49,6 +53,39 @@ def cache_root() -> Path:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base, "gguf-harness")
+
+
+# FICLONERANGE, _IOW(0x94, 13, struct file_clone_range): Linux's "share these blocks" call, which
+# XFS (reflink=1) and btrfs answer by pointing the destination at the source's extents. The
+# struct is {s64 src_fd; u64 src_offset; u64 src_length; u64 dest_offset}.
+_FICLONERANGE = 0x4020940D
+_CLONE_RANGE = struct.Struct("=qQQQ")
+# What a filesystem or kernel says when it cannot share these blocks (ext4, tmpfs, another
+# filesystem, an unaligned offset, a read-only or append-only file): the caller copies instead.
+_CANNOT_CLONE = frozenset(
+    {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EINVAL, errno.ENOTTY, errno.EBADF}
+    | {errno.EPERM, errno.ETXTBSY, errno.ENOSYS}
+)
+
+
+def clone_range(src_fd: int, src_offset: int, length: int, dest_fd: int, dest_offset: int) -> bool:
+    """Make ``length`` bytes of ``dest_fd`` at ``dest_offset`` share the disk blocks of
+    ``src_fd`` at ``src_offset`` (a reflink: no data is written, and the bytes are stored once
+    until one side is changed). Offsets and ``length`` must be multiples of the filesystem's
+    block size; the destination may grow. False when the filesystem cannot (the caller copies
+    the bytes instead); any other error is raised."""
+    if sys.platform != "linux" or length <= 0:
+        return False
+    import fcntl
+
+    request = _CLONE_RANGE.pack(src_fd, src_offset, length, dest_offset)
+    try:
+        fcntl.ioctl(dest_fd, _FICLONERANGE, request)
+    except OSError as exc:
+        if exc.errno in _CANNOT_CLONE:
+            return False
+        raise
+    return True
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:

@@ -9,11 +9,13 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests talk to (tests/services.py starts the services): skopeo, an independent
 # OCI implementation the tests check our images with; docker.io (dockerd 20.10 and the 20.10 client
 # at /usr/bin/docker, which builds with BuildKit without buildx); docker-registry (CNCF
-# distribution 2.8); apache2-utils for htpasswd's bcrypt; openssl for the test registry's TLS.
+# distribution 2.8); apache2-utils for htpasswd's bcrypt; openssl for the test registry's TLS;
+# xfsprogs for the XFS (reflink=1) that tests/test_reflink.py loop-mounts.
 # Each entry is PROGRAM:PACKAGE, the program proving the package is there.
 missing=()
 for entry in cmake:cmake c++:g++ skopeo:skopeo git:git /usr/sbin/dockerd:docker.io /usr/bin/docker:docker.io \
-    docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl git-lfs:git-lfs; do
+    docker-registry:docker-registry htpasswd:apache2-utils openssl:openssl git-lfs:git-lfs \
+    /usr/sbin/mkfs.xfs:xfsprogs; do
     tool=${entry%%:*} package=${entry#*:}
     if ! command -v "$tool" >/dev/null 2>&1 && [[ " ${missing[*]-} " != *" $package "* ]]; then
         missing+=("$package")

@@ -14,12 +14,15 @@ Fixtures (registered by tests/conftest.py):
   htpasswd basic auth (``.username``/``.password``) and/or TLS with a fresh self-signed CA
   (``.ca`` is the CA certificate, ``.cert_dir`` a directory skopeo's ``--cert-dir`` takes).
   Each registry started is stopped when the test ends.
+- ``reflink_fs`` (module): a fresh XFS made with ``reflink=1`` in a sparse 2 GiB image,
+  loop-mounted under pytest's temp directory and unmounted (image deleted) after: a filesystem
+  where FICLONERANGE shares blocks, as XFS and btrfs do and ext4 does not. Needs root.
 
 Each fixture skips when its program is not installed; a test using one must carry
-``@pytest.mark.component("dockerd")`` / ``("registry")`` so that under CI=true the skip fails.
-``scripts/setup.sh`` installs the Debian packages (docker.io, docker-registry, apache2-utils,
-openssl). Every service listens on loopback only; logs stay in pytest's temp directory and are
-shown when a service fails to start or a client call fails.
+``@pytest.mark.component("dockerd")`` / ``("registry")`` / ``("xfs")`` so that under CI=true the
+skip fails. ``scripts/setup.sh`` installs the Debian packages (docker.io, docker-registry,
+apache2-utils, openssl, xfsprogs). Every service listens on loopback only; logs stay in pytest's
+temp directory and are shown when a service fails to start or a client call fails.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -49,6 +53,7 @@ __all__ = [
     "Dockerd",
     "Registry",
     "dockerd",
+    "reflink_fs",
     "registry",
     "registry_factory",
     "start_dockerd",
@@ -296,6 +301,54 @@ def dockerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockerd]:
     try:
         with start_dockerd(tmp_path_factory.mktemp("dockerd")) as daemon:
             yield daemon
+    except ServiceError as error:
+        pytest.fail(str(error), pytrace=False)
+
+
+# --- a reflink filesystem --------------------------------------------------------------------
+
+
+def xfs_missing() -> str | None:
+    if sys.platform != "linux":
+        return "an XFS loop mount needs Linux"
+    if os.geteuid() != 0:
+        return "loop-mounting an XFS image needs root"
+    if _which("mkfs.xfs", "/usr/sbin", "/sbin") is None:
+        return "mkfs.xfs is not installed (scripts/setup.sh installs xfsprogs)"
+    return None
+
+
+@contextlib.contextmanager
+def mount_xfs(directory: Path, size: int) -> Iterator[Path]:
+    """A fresh XFS with reflinks in a sparse ``size``-byte image in ``directory``, mounted at
+    ``directory/xfs``; unmounted and the image deleted after. ServiceError when it cannot."""
+    image, mount = directory / "xfs.img", directory / "xfs"
+    mount.mkdir()
+    with image.open("wb") as sparse:
+        sparse.truncate(size)  # takes only what the filesystem writes
+    mkfs = _which("mkfs.xfs", "/usr/sbin", "/sbin") or "mkfs.xfs"
+    make = [mkfs, "-q", "-m", "reflink=1", str(image)]
+    for command in (make, ["mount", "-o", "loop", str(image), str(mount)]):
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode:
+            image.unlink()
+            raise ServiceError(f"{' '.join(command)} failed: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        if subprocess.run(["umount", str(mount)], capture_output=True, check=False).returncode:
+            _unmount_under(mount)  # lazily, when something still holds it
+        image.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def reflink_fs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    reason = xfs_missing()
+    if reason:
+        pytest.skip(reason)
+    try:
+        with mount_xfs(tmp_path_factory.mktemp("reflink"), 2 << 30) as mount:
+            yield mount
     except ServiceError as error:
         pytest.fail(str(error), pytrace=False)
 

@@ -27,6 +27,9 @@ from harness.oci import (
 
 pytestmark = pytest.mark.component("skopeo")
 
+# Over 1 MiB: in an uncompressed layer its data starts block-aligned, behind a padding pax header.
+MODEL = b"GGUF" + bytes(range(256)) * 4100
+
 
 def _skopeo(*args: str) -> str:
     binary = shutil.which("skopeo")
@@ -42,9 +45,7 @@ def _skopeo(*args: str) -> str:
 def _write(out: Path, compression: str) -> tuple[str, list[Any]]:
     labels = {"gguf.model.usage": "text-to-text", "org.opencontainers.image.title": "tiny"}
     with LayoutWriter(out) as writer:
-        weights = writer.add_layer(
-            [LayerEntry("/app/model.gguf", b"GGUF" + bytes(range(256)) * 64)], compression
-        )
+        weights = writer.add_layer([LayerEntry("/app/model.gguf", MODEL)], compression)
         extra = writer.add_layer(
             [LayerEntry("/app/system-prompt.txt", b"Be brief.\n", mode=0o600)], compression
         )
@@ -88,7 +89,23 @@ def test_skopeo_copies_between_layouts(tmp_path: Path) -> None:
     listing = files(copied)
     assert listing["/app/system-prompt.txt"].mode == 0o600
     model = extract(copied, "/app/model.gguf", tmp_path / "model.gguf")
-    assert model.read_bytes() == b"GGUF" + bytes(range(256)) * 64
+    assert model.read_bytes() == MODEL
+
+
+def test_skopeo_copies_an_uncompressed_layout(tmp_path: Path) -> None:
+    out = tmp_path / "layout"
+    digest, layers = _write(out, "none")
+    other = tmp_path / "copied"
+    # containers/image gzips an uncompressed layer on its way into an oci: directory; with
+    # --preserve-digests it keeps it as it is.
+    _skopeo("copy", f"oci:{out}:v1", f"oci:{other}:v1")
+    _skopeo("copy", "--preserve-digests", f"oci:{out}:v1", f"oci:{tmp_path / 'kept'}:v1")
+    kept = read_layout(f"{tmp_path / 'kept'}:v1")
+    assert [layer.digest for layer in kept.layers] == layers and kept.descriptor.digest == digest
+    for layout in (other, tmp_path / "kept"):
+        image = read_layout(f"{layout}:v1")
+        # the same tar: the config's diff_ids are checked against each layer as it is read
+        assert extract(image, "/app/model.gguf", tmp_path / "model.gguf").read_bytes() == MODEL
 
 
 def test_we_read_skopeo_docker_schema2_conversion(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from harness.builder._store import ContentStore
 from harness.builder._tree import Node
 from harness.oci import (
     COMPRESSIONS,
+    TAR_LAYOUT,
     Descriptor,
     Layer,
     LayerEntry,
@@ -118,7 +119,7 @@ class Layers:
 
     def _record(self, files: Mapping[str, Node]) -> Path:
         listing = sorted((path, n.digest, n.mode, n.uid, n.gid) for path, n in files.items())
-        key = step_key("layer", self.compression, self.mtime, listing)
+        key = step_key("layer", TAR_LAYOUT, self.compression, self.mtime, listing)
         return self.store.root / "layers" / f"{key}.json"
 
     def _known(self, files: Mapping[str, Node]) -> tuple[Layer, Path] | None:

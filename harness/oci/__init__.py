@@ -13,6 +13,7 @@ from harness.errors import OCIError
 from ._extract import ImageFile, extract, files
 from ._layer import (
     COMPRESSIONS,
+    TAR_LAYOUT,
     Layer,
     LayerEntry,
     LayerStats,
@@ -75,6 +76,7 @@ __all__ = [
     "OCI_LAYER_ZSTD",
     "OCI_MANIFEST",
     "REF_NAME",
+    "TAR_LAYOUT",
     "Descriptor",
     "HistoryEntry",
     "Image",

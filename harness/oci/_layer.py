@@ -3,6 +3,10 @@
 A GGUF file is hundreds of megabytes, so file data is never held in memory, and the tar is never
 written out uncompressed: each chunk updates the diff_id hash, goes through the compressor and
 updates the blob hash on its way to disk.
+
+A big file's data starts at a 4096-byte-aligned offset of the tar (a pax ``comment`` record pads
+its header), so that on a reflink filesystem (XFS, btrfs) an uncompressed layer can share the
+file's disk blocks instead of holding a second copy (docs/image-format.md).
 """
 
 from __future__ import annotations
@@ -10,19 +14,20 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
-import zlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 from harness._progress import Progress, progress
 from harness.errors import Location, OCIError
 
-from ._media import OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, Descriptor
+from ._layer_sink import ALIGN, COMPRESSIONS, LayerStats, Sink, compressor
+from ._media import Descriptor
 
 __all__ = [
     "COMPRESSIONS",
+    "TAR_LAYOUT",
     "Layer",
     "LayerEntry",
     "LayerStats",
@@ -32,12 +37,17 @@ __all__ = [
     "write_layer",
 ]
 
-COMPRESSIONS = {"gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD, "none": OCI_LAYER}
-# Levels chosen by benchmarks/layer_compression.py: quantized weights barely compress, so the
-# fast levels cost almost nothing in size and save most of the time.
-DEFAULT_LEVELS = {"gzip": 1, "zstd": 3}
 _CHUNK = 1 << 20
 _BLOCK = 512
+# Only members this big are aligned: the padding costs up to _PAD_MAX bytes (about 2.3 KB on
+# average) in every copy of the layer, registries included, which on a 1 MiB file is 0.2 %;
+# the configs, templates and tokenizers under it would save a few blocks at a higher price.
+_ALIGN_MIN = 1 << 20
+_PAD_MAX = ALIGN + _BLOCK  # a gap of one block takes a pax header of two, so 4096 more
+_PAD_KEY = "comment"  # a standard pax keyword every reader ignores
+#: The tar's layout, for caches that keep layers by their files: the same files made other bytes
+#: before big members were aligned, and a cache must not hand those out as today's.
+TAR_LAYOUT = "pax-aligned-4096-from-1MiB"
 _DIR_MODE = 0o755
 
 
@@ -62,29 +72,6 @@ class Layer:
     descriptor: Descriptor
     diff_id: str
     tar_size: int  # bytes of the uncompressed tar
-
-
-@dataclass(frozen=True)
-class LayerStats:
-    digest: str
-    size: int
-    diff_id: str
-    tar_size: int
-    sources: dict[str, str] = field(default_factory=dict)  # in-image path -> its file's sha256
-
-
-class _Compressor(Protocol):
-    def compress(self, data: bytes | memoryview, /) -> bytes: ...
-
-    def flush(self) -> bytes: ...
-
-
-class _Identity:
-    def compress(self, data: bytes | memoryview, /) -> bytes:
-        return bytes(data)
-
-    def flush(self) -> bytes:
-        return b""
 
 
 def in_image_path(path: str, what: str = "path") -> str:
@@ -122,9 +109,14 @@ def write_layer(
     level: int | None = None,
     mtime: int | None = None,
 ) -> LayerStats:
-    """Write the tar of ``entries`` to ``out``, compressed; return both digests and sizes."""
+    """Write the tar of ``entries`` to ``out``, compressed; return both digests and sizes.
+
+    Uncompressed, into a file on a reflink filesystem, a big file's data is cloned from its
+    source on the same filesystem (the blocks are shared, not written; the source is still
+    read for the digests); anywhere else it is copied. The bytes are the same.
+    """
     files = _collect(entries)
-    sink = _Sink(out, _compressor(compression, level))
+    sink = Sink(out, compressor(compression, level))
     stamp = default_mtime() if mtime is None else mtime
     sources: dict[str, str] = {}
     sizes = {name: _source_size(entry) for name, entry in files.items()}
@@ -139,7 +131,7 @@ def write_layer(
 def _write_members(
     files: dict[str, LayerEntry],
     sizes: dict[str, int],
-    sink: _Sink,
+    sink: Sink,
     stamp: int,
     sources: dict[str, str],
     bar: Progress,
@@ -151,7 +143,11 @@ def _write_members(
             sink.write(_header(name, tarfile.DIRTYPE, _DIR_MODE, 0, 0, 0, stamp))
             continue
         size = sizes[name]
-        sink.write(_header(name, tarfile.REGTYPE, entry.mode, entry.uid, entry.gid, size, stamp))
+        # Aligned in every layer format: one tar, whatever compresses it, so the diff_id (and
+        # the image config) is the same; compressed, the padding costs a few bytes.
+        at = sink.tar_size if size >= _ALIGN_MIN else None
+        header = _header(name, tarfile.REGTYPE, entry.mode, entry.uid, entry.gid, size, stamp, at)
+        sink.write(header)
         own = hashlib.sha256() if entry.hash_source else None
         _copy(entry, size, sink, own, bar)
         if own is not None:
@@ -191,7 +187,19 @@ def _with_parents(files: dict[str, LayerEntry]) -> set[tuple[str, ...]]:
     return paths
 
 
-def _header(name: str, kind: bytes, mode: int, uid: int, gid: int, size: int, mtime: int) -> bytes:
+def _header(
+    name: str,
+    kind: bytes,
+    mode: int,
+    uid: int,
+    gid: int,
+    size: int,
+    mtime: int,
+    align_at: int | None = None,
+) -> bytes:
+    """The member's header; written at tar offset ``align_at``, padded so that the data after
+    it starts at a multiple of ALIGN (the padding depends on offsets only: same bytes on every
+    machine and filesystem)."""
     info = tarfile.TarInfo(name)
     info.type = kind
     info.mode = mode
@@ -199,6 +207,30 @@ def _header(name: str, kind: bytes, mode: int, uid: int, gid: int, size: int, mt
     info.uname = info.gname = ""  # names would tie the layer to the build machine's users
     info.size = size
     info.mtime = mtime
+    plain = _tobuf(info)
+    if align_at is None or (align_at + len(plain)) % ALIGN == 0:
+        return plain
+    target = len(plain) + (-(align_at + len(plain)) % ALIGN)
+    info.pax_headers = {_PAD_KEY: ""}
+    while len(_tobuf(info)) > target:
+        target += ALIGN
+    # The shortest filler reaching the target: the header grows a block at a time, so it is
+    # exactly the target (every length here is a multiple of 512).
+    low, high = 0, target
+    while low < high:
+        middle = (low + high) // 2
+        info.pax_headers = {_PAD_KEY: "x" * middle}
+        if len(_tobuf(info)) >= target:
+            high = middle
+        else:
+            low = middle + 1
+    info.pax_headers = {_PAD_KEY: "x" * low}
+    padded = _tobuf(info)
+    assert len(padded) == target, (len(padded), target)
+    return padded
+
+
+def _tobuf(info: tarfile.TarInfo) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
@@ -218,97 +250,63 @@ def _source_size(entry: LayerEntry) -> int:
 
 
 def _copy(
-    entry: LayerEntry, size: int, sink: _Sink, own: hashlib._Hash | None, bar: Progress
+    entry: LayerEntry, size: int, sink: Sink, own: hashlib._Hash | None, bar: Progress
 ) -> None:
     if isinstance(entry.source, bytes | bytearray | memoryview):
         sink.write(bytes(entry.source))
         if own is not None:
             own.update(entry.source)
         return
-    buf = bytearray(_CHUNK)
-    view = memoryview(buf)
+    view = memoryview(bytearray(_CHUNK))
     left = size
     try:
         with open(entry.source, "rb") as file:
+            stamp = _stamp(file.fileno())
+            body = size - size % ALIGN if size >= _ALIGN_MIN else 0
+            # Cloned, the body is still read (from the source, most likely still in the page
+            # cache): for the digests and the source's own hash, not to be written.
+            shared = body if body and sink.clone(file.fileno(), body) else 0
             while left:
-                got = file.readinto(view[: min(left, _CHUNK)])
+                done = size - left
+                # up to the end of the shared part, then up to the end of the file
+                limit = shared - done if done < shared else left
+                got = file.readinto(view[: min(limit, _CHUNK)])
                 if not got:
                     break
-                sink.write(view[:got])
+                if done < shared:
+                    sink.account(view[:got])
+                else:
+                    sink.write(view[:got])
                 if own is not None:
                     own.update(view[:got])
                 left -= got
                 bar.advance(got)
             extra = file.read(1)
+            # What was cloned and what was hashed are the same bytes only if the file did not
+            # change in between (the plain copy writes what it hashes, so needs no such check).
+            changed = shared and _stamp(file.fileno()) != stamp
     except OSError as exc:
         raise OCIError(
             f"cannot read layer source: {exc.strerror or exc}",
             Location(path=os.fspath(entry.source)),
         ) from None
-    if left or extra:
+    if left or extra or changed:
         # The tar header already promised `size` bytes; anything else would corrupt the layer.
         raise OCIError(
-            f"file changed size while being written into the layer (expected {size} bytes)",
+            f"file changed while being written into the layer (expected {size} bytes)",
             Location(path=os.fspath(entry.source), offset=size - left),
         )
 
 
-def _compressor(compression: str, level: int | None) -> _Compressor:
-    if compression not in COMPRESSIONS:
-        raise OCIError(f"unknown layer compression {compression!r} (gzip, zstd or none)")
-    if compression == "none":
-        return _Identity()
-    chosen = DEFAULT_LEVELS[compression] if level is None else level
-    if compression == "gzip":
-        if not 0 <= chosen <= 9:
-            raise OCIError(f"gzip level {chosen} is not 0..9")
-        # wbits 31: a gzip wrapper written by zlib itself, mtime 0 and no file name, so the
-        # header carries nothing from the build machine.
-        return zlib.compressobj(chosen, zlib.DEFLATED, 31)
-    try:
-        import zstandard
-    except ImportError:
-        raise OCIError("zstd layers need the 'zstandard' package (pip install zstandard)") from None
-    if not 1 <= chosen <= 22:
-        raise OCIError(f"zstd level {chosen} is not 1..22")
-    compressor: _Compressor = zstandard.ZstdCompressor(level=chosen).compressobj()
-    return compressor
-
-
-class _Sink:
-    """Hash the tar stream, compress it, hash and write what comes out."""
-
-    def __init__(self, out: BinaryIO, compressor: _Compressor) -> None:
-        self._out = out
-        self._compressor = compressor
-        self._identity = isinstance(compressor, _Identity)
-        self._tar_hash = hashlib.sha256()
-        self._blob_hash = hashlib.sha256()
-        self._tar_size = 0
-        self._blob_size = 0
-
-    def write(self, data: bytes | memoryview) -> None:
-        self._tar_hash.update(data)
-        self._tar_size += len(data)
-        self._emit(data if self._identity else self._compressor.compress(data))
-
-    def _emit(self, data: bytes | memoryview) -> None:
-        if data:
-            if not self._identity:  # uncompressed: the blob digest is the diff_id
-                self._blob_hash.update(data)
-            self._blob_size += len(data)
-            self._out.write(data)
-
-    def close(self) -> LayerStats:
-        self._emit(self._compressor.flush())
-        diff_id = "sha256:" + self._tar_hash.hexdigest()
-        digest = diff_id if self._identity else "sha256:" + self._blob_hash.hexdigest()
-        return LayerStats(digest, self._blob_size, diff_id, self._tar_size)
+def _stamp(fd: int) -> tuple[int, int]:
+    found = os.fstat(fd)
+    return found.st_size, found.st_mtime_ns
 
 
 def layer_bound(entries: Sequence[LayerEntry]) -> int:
-    """An upper bound of a layer's blob: its files, a header per file and the tar's padding;
-    compression only shrinks it (incompressible data grows by under 0.1 %)."""
+    """An upper bound of a layer's blob: its files, a header per file (with the alignment's
+    padding) and the tar's padding; compression only shrinks it (incompressible data grows by
+    under 0.1 %)."""
     size = 0
     for entry in entries:
         data = entry.source
@@ -316,5 +314,5 @@ def layer_bound(entries: Sequence[LayerEntry]) -> int:
             n = len(data) if isinstance(data, bytes) else os.stat(data).st_size
         except OSError:
             n = 0  # writing it says what is wrong with it
-        size += 1024 + n + n // 512
+        size += 1024 + _PAD_MAX + n + n // 512
     return size + (1 << 20)

@@ -14,6 +14,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness._fs import clone_range
 from harness.errors import UnsafeLayerError
 
 from ._resume import Journal
@@ -21,6 +22,7 @@ from ._resume import Journal
 __all__ = ["FsEntry", "TarWriter", "clean_name"]
 
 _CHUNK = 1 << 20
+_ALIGN = 4096  # the filesystem block: only whole ones can be shared
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
 
@@ -45,13 +47,21 @@ def clean_name(name: str, what: str) -> str:
 
 
 class TarWriter:
-    """Writes members under ``root`` and keeps the layer's entry list."""
+    """Writes members under ``root`` and keeps the layer's entry list. ``clone_from``: the
+    descriptor of the uncompressed layer file being read, whose blocks a member's file may
+    share instead of holding a copy (a reflink filesystem); None when the layer streams."""
 
     def __init__(
-        self, root: Path, what: str, max_entries: int, journal: Journal | None = None
+        self,
+        root: Path,
+        what: str,
+        max_entries: int,
+        journal: Journal | None = None,
+        clone_from: int | None = None,
     ) -> None:
         self.root = root
         self.journal = journal  # a resumable layer's: what the staged files already hold
+        self.clone_from = clone_from
         self.what = what
         self.max_entries = max_entries
         self.entries: dict[str, FsEntry] = {}
@@ -182,12 +192,19 @@ class TarWriter:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(path, flags, 0o600)
         with os.fdopen(fd, "wb") as out:
+            # A resumed file (a stream, never a local layer) shares no blocks.
+            shared = 0 if covered else self._clone(member, fd)
+            if shared:
+                out.seek(shared)
             left = member.size - covered
             while left:
                 chunk = source.read(min(_CHUNK, left))
                 if not chunk:
                     raise tarfile.ReadError("unexpected end of data")
-                out.write(chunk)
+                # The shared bytes are still read: they feed the layer's digest check.
+                done = member.size - left
+                if done + len(chunk) > shared:
+                    out.write(chunk[max(0, shared - done) :])
                 left -= len(chunk)
                 if journal is not None:
                     journal.wrote(out)
@@ -195,6 +212,18 @@ class TarWriter:
             os.fsync(out.fileno())
         # Read-only: the file is hard-linked into every model that uses it.
         os.chmod(path, (member.mode & 0o555) | 0o444)
+
+    def _clone(self, member: tarfile.TarInfo, fd: int) -> int:
+        """How many of the member's first bytes now share the layer file's blocks: its whole
+        blocks when its data is block-aligned in the layer (as harness.oci writes big files)
+        and the filesystem can, else none (and no further try for this layer)."""
+        body = member.size - member.size % _ALIGN
+        if self.clone_from is None or not body or member.offset_data % _ALIGN:
+            return 0
+        if clone_range(self.clone_from, member.offset_data, body, fd, 0):
+            return body
+        self.clone_from = None
+        return 0
 
 
 def _remove_tree(path: Path) -> None:

@@ -213,7 +213,12 @@ def unpack_layer(
         tar_stream = _Capped(
             _decompressor(compression, compressed), None if same else "sha256", cap, what
         )
-        writer = TarWriter(root, what, limits.max_entries, journal)
+        # An uncompressed layer in a local file (a layout's blob): a member's data is at its tar
+        # offset in the file, so its blocks can be shared with what is unpacked (reflinks).
+        local = compression == "none" and isinstance(blob, Path)
+        clone_from = cast(IO[bytes], raw).fileno() if local else None
+        stamp = _stamp(clone_from)
+        writer = TarWriter(root, what, limits.max_entries, journal, clone_from)
         read: _Readable = journal.record(tar_stream) if journal is not None else tar_stream
         try:
             with tarfile.open(
@@ -231,6 +236,10 @@ def unpack_layer(
             raise StoreError(f"{what} is not a valid {compression} tar: {exc}") from None
         while compressed.read(_CHUNK):
             pass
+        # Cloned parts are the blob as it was when cloned, the digest is of the bytes as read:
+        # the same only if the file did not change in between.
+        if _stamp(clone_from) != stamp:
+            raise StoreError(f"{what}: the blob changed while it was unpacked")
     if compressed.hash is not None:
         actual = f"{algorithm}:{compressed.hash.hexdigest()}"
         if actual != descriptor.digest or compressed.count != descriptor.size:
@@ -250,6 +259,13 @@ def unpack_layer(
         out.flush()
         os.fsync(out.fileno())
     return index
+
+
+def _stamp(fd: int | None) -> tuple[int, int] | None:
+    if fd is None:
+        return None
+    found = os.fstat(fd)
+    return found.st_size, found.st_mtime_ns
 
 
 @contextlib.contextmanager
