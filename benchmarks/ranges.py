@@ -30,8 +30,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.distribution import RegistryOptions, pull_layout, push_layout
-from harness.oci import LayerEntry, LayoutWriter
+from harness.oci import LayerEntry
 from harness.units import parse_size
+from tests.images import write_image
 from tests.services import start_registry
 from tests.throttle import ThrottledProxy
 
@@ -53,15 +54,7 @@ def _layout(work: Path, size: int) -> Path:
             out.write(piece)
             left -= len(piece)
     layout = work / "layout"
-    with LayoutWriter(layout) as writer:
-        layer = writer.add_layer([LayerEntry("/models/model.gguf", blob)], "none")
-        config = {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Cmd": ["-m", "/models/model.gguf"]},
-            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
-        }
-        writer.tag(writer.add_image(config, [layer]), "v1")
+    write_image(layout, [LayerEntry("/models/model.gguf", blob)], cmd=["-m", "/models/model.gguf"])
     blob.unlink()
     return layout
 

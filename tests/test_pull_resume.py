@@ -43,6 +43,7 @@ from harness.distribution._source import copy_verified
 from harness.oci import OCI_LAYER, Descriptor, Layer, LayerEntry, LayoutWriter, read_layout
 from harness.store import Store, _resume
 from tests.harness_cli import harness
+from tests.images import write_image
 from tests.services import Registry
 from tests.test_interrupt import write_big_gguf
 from tests.throttle import ThrottledProxy
@@ -65,15 +66,9 @@ def _image(work: Path, compression: str, size: int) -> Image:
     model = work / "model.gguf"
     write_big_gguf(model, size)
     layout = work / f"layout-{compression}"
-    with LayoutWriter(layout) as writer:
-        layer = writer.add_layer([LayerEntry(MODEL, model)], compression)
-        config = {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Cmd": ["-m", MODEL]},
-            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
-        }
-        writer.tag(writer.add_image(config, [layer]), "v1")
+    (layer,) = write_image(
+        layout, [LayerEntry(MODEL, model)], compression=compression, cmd=["-m", MODEL]
+    )
     sha = _sha256(model)
     model.unlink()
     return Image(layout, sha, layer.descriptor.digest, layer.descriptor.size)

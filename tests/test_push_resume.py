@@ -35,8 +35,9 @@ import pytest
 from harness.cli._stop import Interrupted, graceful_stop
 from harness.distribution import BlobSource, RegistryOptions, _transfer, pull_layout, push_layout
 from harness.distribution._journal import Session, journal_path
-from harness.oci import LayerEntry, LayoutWriter, read_layout
+from harness.oci import LayerEntry, read_layout
 from tests.harness_cli import harness
+from tests.images import write_image
 from tests.services import Registry
 from tests.test_interrupt import PACKERFILE, write_big_gguf
 
@@ -54,14 +55,7 @@ def layout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = work / "weights.bin"
     data.write_bytes(np.random.default_rng(15).bytes(SIZE))
     out = work / "layout"
-    with LayoutWriter(out) as writer:
-        layer = writer.add_layer([LayerEntry("/models/weights.bin", data)], "none")
-        config = {
-            "architecture": "amd64",
-            "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
-        }
-        writer.tag(writer.add_image(config, [layer]), "v1")
+    write_image(out, [LayerEntry("/models/weights.bin", data)])
     data.unlink()
     return out
 

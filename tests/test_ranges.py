@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from harness.distribution import RegistryClient, RegistryOptions, pull_layout, push_layout
-from harness.oci import Descriptor, LayerEntry, LayoutWriter
+from harness.oci import Descriptor, LayerEntry
 from harness.store import Store
+from tests.images import write_image
 from tests.services import Registry
 from tests.throttle import ThrottledProxy
 
@@ -83,15 +84,7 @@ def test_a_pull_into_the_store_unpacks_a_ranged_layer(registry: Registry, tmp_pa
     order, and the model is the file that was pushed."""
     model = os.urandom(12 << 20) + b"end"
     layout = tmp_path / "layout"
-    with LayoutWriter(layout) as writer:
-        layer = writer.add_layer([LayerEntry("/models/m.gguf", model)], "none")
-        config = {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Cmd": ["-m", "/models/m.gguf"]},
-            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
-        }
-        writer.tag(writer.add_image(config, [layer]), "v1")
+    write_image(layout, [LayerEntry("/models/m.gguf", model)], cmd=["-m", "/models/m.gguf"])
     push_layout(layout, f"{registry.host}/ranges/model:v1", options=RegistryOptions(insecure=True))
     options = RegistryOptions(insecure=True, range_segment=SEGMENT, range_streams=3)
     with ThrottledProxy(registry.host, RATE) as proxy:
@@ -108,17 +101,8 @@ def test_several_blobs_each_over_ranges_share_one_pool_without_warnings(
     one host; a pool smaller than that discards connections with a warning on stderr."""
     shards = [os.urandom(4 << 20) for _ in range(3)]
     layout = tmp_path / "layout"
-    with LayoutWriter(layout) as writer:
-        layers = [
-            writer.add_layer([LayerEntry(f"/models/m-{n}.gguf", data)], "none")
-            for n, data in enumerate(shards)
-        ]
-        config = {
-            "architecture": "amd64",
-            "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
-        }
-        writer.tag(writer.add_image(config, layers), "v1")
+    entries = [LayerEntry(f"/models/m-{n}.gguf", data) for n, data in enumerate(shards)]
+    write_image(layout, entries, layers=len(entries))
     push_layout(layout, f"{registry.host}/ranges/split:v1", options=RegistryOptions(insecure=True))
     options = RegistryOptions(insecure=True, range_segment=SEGMENT, range_streams=4, transfers=3)
     with caplog.at_level("WARNING", logger="urllib3"), ThrottledProxy(registry.host, RATE) as proxy:

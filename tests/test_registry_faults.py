@@ -21,7 +21,7 @@ import tarfile
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -40,6 +40,7 @@ from harness.distribution import (
 from harness.oci import LayerEntry, LayoutWriter
 from harness.store import Store, UnsafeLayerError
 from tests.services import Registry, registry_missing, start_registry
+from tests.throttle import serve
 
 pytestmark = [pytest.mark.component("registry"), pytest.mark.usefixtures("no_user_credentials")]
 
@@ -64,26 +65,7 @@ class Proxy:
         self.bearer: tuple[str, str] | None = None  # (user, password) the token service takes
         self.token_requests: list[dict[str, list[str]]] = []
         self._lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-            def _any(self) -> None:
-                proxy._handle(self)
-
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _any
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self.server, self.host = serve(self._handle)
 
     def close(self) -> None:
         self.server.shutdown()

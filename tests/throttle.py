@@ -8,10 +8,35 @@ from __future__ import annotations
 import http.client
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 _PIECE = 64 << 10
+
+
+def serve(handle: Callable[[BaseHTTPRequestHandler], None]) -> tuple[ThreadingHTTPServer, str]:
+    """An HTTP/1.1 server on 127.0.0.1 (a free port) answering every method with ``handle``,
+    in a thread; returns it and its ``host:port``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+        def _any(self) -> None:
+            handle(self)
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _any
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
+    thread.start()
+    return server, f"127.0.0.1:{server.server_address[1]}"
 
 
 class ThrottledProxy:
@@ -24,26 +49,7 @@ class ThrottledProxy:
         self.active = 0
         self.peak = 0
         self._lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-            def _any(self) -> None:
-                proxy._handle(self)
-
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _any
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.host = f"127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+        self.server, self.host = serve(self._handle)
 
     def close(self) -> None:
         self.server.shutdown()
