@@ -101,14 +101,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 def test_a_killed_store_pull_resumes_where_it_stopped(
     plain: Image, registry: Registry, env: dict[str, str]
 ) -> None:
-    ref = _pushed(plain, registry, "resume/store")
-    tmp = Path(env["GGUF_HARNESS_STORE"]) / "tmp"
-    before = registry.log.stat().st_size
-    with _slow(ref, registry) as (slow, proxy):
-        _kill_when(["pull", slow, "--insecure"], env, lambda: _journaled(tmp) >= plain.size // 2)
-        offset = _journaled(tmp)
-        mark = _settled(registry, before, plain.blob, proxy)
-    assert plain.size // 2 <= offset < plain.size
+    ref, tmp, offset, mark = _store_pull_killed_half_way(plain, registry, env, "resume/store")
     _pull_ok(ref, env, plain)
     gets = _blob_gets(registry, mark, plain.blob)
     # Range requests from where the journal stopped: the rest of the blob, no more.
@@ -122,13 +115,9 @@ def test_a_killed_store_pull_resumes_where_it_stopped(
 def test_a_changed_staged_file_ends_in_the_right_model(
     plain: Image, registry: Registry, env: dict[str, str]
 ) -> None:
-    ref = _pushed(plain, registry, "resume/store-changed")
-    tmp = Path(env["GGUF_HARNESS_STORE"]) / "tmp"
-    before = registry.log.stat().st_size
-    with _slow(ref, registry) as (slow, proxy):
-        _kill_when(["pull", slow, "--insecure"], env, lambda: _journaled(tmp) >= plain.size // 2)
-        offset = _journaled(tmp)
-        mark = _settled(registry, before, plain.blob, proxy)
+    ref, tmp, offset, mark = _store_pull_killed_half_way(
+        plain, registry, env, "resume/store-changed"
+    )
     (staged,) = tmp.glob(f"resume-*/layer/fs{MODEL}")
     _flip_byte(staged, 1 << 20)
     done = _pull_ok(ref, env, plain)
@@ -395,6 +384,23 @@ def _check_layout(dest: Path, image: Image) -> None:
     for blob in (dest / "blobs" / "sha256").iterdir():
         assert _sha256(blob) == f"sha256:{blob.name}", f"{blob} is not whole"
     assert [d.digest for d in read_layout(dest, "v1").layers] == [image.blob]
+
+
+def _store_pull_killed_half_way(
+    image: Image, registry: Registry, env: dict[str, str], repository: str
+) -> tuple[str, Path, int, int]:
+    """Push ``image``, pull it into the store through a slow proxy and SIGKILL the pull once
+    its journal passed half: (the reference, the store's tmp/, the journal's offset, the
+    registry log's mark after every GET of the killed pull)."""
+    ref = _pushed(image, registry, repository)
+    tmp = Path(env["GGUF_HARNESS_STORE"]) / "tmp"
+    before = registry.log.stat().st_size
+    with _slow(ref, registry) as (slow, proxy):
+        _kill_when(["pull", slow, "--insecure"], env, lambda: _journaled(tmp) >= image.size // 2)
+        offset = _journaled(tmp)
+        mark = _settled(registry, before, image.blob, proxy)
+    assert image.size // 2 <= offset < image.size
+    return ref, tmp, offset, mark
 
 
 @contextlib.contextmanager
