@@ -346,8 +346,8 @@ class Steps:
     ) -> dict[str, Node]:
         dest = clean_path(inst.dest)
         hit = self.cache.get(key)
-        if hit is not None:
-            return {dest: hit[""]}
+        if hit is not None:  # an output kept unhashed is hashed by this stage's layer pass
+            return self._written({dest: hit[""]}, {})
         self.report(inst.created_by)
         scratch = self.store.scratch()
         try:
@@ -356,12 +356,11 @@ class Steps:
                 run(out)
             except HarnessError as error:
                 raise BuildError(f"{inst.keyword.upper()} failed: {error}", inst.location) from None
-            size = out.stat().st_size
-            if self.layers is None:
-                node = Node(self.store.adopt(out), size)
-            else:  # hashed by the pass that writes this step's layer: one read of the output
-                output = Pending(out, stamp_of(out), size, output=True)
-                node = self.layers.write({}, {dest: output})[dest]
+            if self.layers is None:  # hashed when the image's layer pass or a step reads it
+                return {dest: self.cache.put_output(key, out)}
+            # hashed by the pass that writes this step's layer: one read of the output
+            output = Pending(out, stamp_of(out), out.stat().st_size, output=True)
+            node = self.layers.write({}, {dest: output})[dest]
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         self.cache.put(key, {"": node})

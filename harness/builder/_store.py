@@ -152,6 +152,19 @@ class ContentStore:
             raise BuildError("changed while the build read it", Location(path=str(path)))
         return known
 
+    def forget(self, path: Path, digest: str) -> None:
+        """Drop an outside name of ``digest`` that the store's blob holds too (the blob stays),
+        unless a stand-in of this build still reads it."""
+        if not self._blob(digest).is_file() or any(
+            path == found for found, _stamp in self._unhashed.values()
+        ):
+            return
+        key = str(path.resolve())
+        if self._stats.pop(key, None) is not None:
+            self._outside[digest] = [n for n in self._outside.get(digest, ()) if n != key]
+            self._stats_dirty = True
+        path.unlink(missing_ok=True)
+
     def put_bytes(self, data: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         target = self.path(digest)
