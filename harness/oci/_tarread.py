@@ -7,6 +7,7 @@ so the iterator drains the blob after the last member before it reports success.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -16,7 +17,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Protocol, cast
+from typing import IO, BinaryIO, Protocol, cast
 
 from harness.errors import Location, OCIError
 
@@ -198,13 +199,17 @@ Chunks = Callable[[], Iterator[bytes]]
 
 
 def iter_layer(
-    path: Path, descriptor: Descriptor, diff_id: str | None = None
+    path: Path,
+    descriptor: Descriptor,
+    diff_id: str | None = None,
+    file: BinaryIO | None = None,
 ) -> Iterator[tuple[tarfile.TarInfo, Chunks]]:
     """Yield each member of the layer with a function that streams its data, in tar order.
 
     Call the function before asking for the next member (the tar is read as a stream). After
     the last member the blob is read to its end and its digest, size and (when given) diff_id
-    are checked; any mismatch or malformed byte is an OCIError naming the blob.
+    are checked; any mismatch or malformed byte is an OCIError naming the blob. ``file``: the
+    blob at ``path`` opened by the caller, read from its start (the caller closes it).
     """
     compression = layer_compression(descriptor.media_type)
     if compression is None:
@@ -216,7 +221,7 @@ def iter_layer(
     algorithm = descriptor.digest.split(":", 1)[0]
     diff_algorithm = diff_id.split(":", 1)[0] if diff_id else "sha256"
     cap = expansion_cap(descriptor.size)
-    with open(path, "rb") as raw:
+    with contextlib.nullcontext(file) if file is not None else open(path, "rb") as raw:
         blob = _Hashing(raw, algorithm)
         tar_bytes = _TarBytes(
             _decompressor(compression, blob), diff_algorithm, cap, f"layer {descriptor.digest}"
