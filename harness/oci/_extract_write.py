@@ -48,7 +48,8 @@ _Key = tuple[int, int]  # (layer index, the member's header offset in its tar)
 class Extracted:
     """What ``extract_hashed`` wrote: ``path``, and the sha256 of each regular file under it
     (keyed by its path relative to ``path``; a single file's key is ``""``), computed from the
-    bytes as they were read and verified, so nothing needs to read the files again."""
+    bytes as they were read and verified, so nothing needs to read the files again. (Through
+    ``extract``, which does not hash them, the digests are empty strings.)"""
 
     path: Path
     digests: dict[str, str]
@@ -61,17 +62,20 @@ def extract(image: Image, in_image_path: str, dest: str | os.PathLike[str]) -> P
     ``dest``; a tree needs ``dest`` absent or empty. Ownership is not restored and modes lose
     their setuid/setgid/sticky bits.
     """
-    return extract_hashed(image, in_image_path, dest).path
+    return _extract(image, in_image_path, Path(dest), hashed=False).path
 
 
 def extract_hashed(image: Image, in_image_path: str, dest: str | os.PathLike[str]) -> Extracted:
     """``extract``, handing back each written file's sha256."""
-    target = Path(dest)
+    return _extract(image, in_image_path, Path(dest), hashed=True)
+
+
+def _extract(image: Image, in_image_path: str, target: Path, *, hashed: bool) -> Extracted:
     if not target.parent.is_dir():
         raise OCIError("parent directory does not exist", Location(target))
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
-        stager = _Stager(image, staging / "members")
+        stager = _Stager(image, staging / "members", hashed)
         view = stager.read_all(in_image_path)
         rel = resolve(view, [], in_image_path, 0, in_image_path, follow_last=True)
         if rel and view.get("/".join(rel)) is None:
@@ -89,8 +93,9 @@ def extract_hashed(image: Image, in_image_path: str, dest: str | os.PathLike[str
 class _Stager:
     """Member files written (and hashed) while their layer is read, by (layer, offset)."""
 
-    def __init__(self, image: Image, directory: Path) -> None:
+    def __init__(self, image: Image, directory: Path, hashed: bool) -> None:
         directory.mkdir()
+        self.hashed = hashed  # a sha256 per file costs as much as the layer's own check
         self.image = image
         self.directory = directory
         self.staged: dict[_Key, tuple[Path, str]] = {}
@@ -154,18 +159,20 @@ class _Stager:
         path = self.directory / f"{index}-{member.offset}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(path, flags, 0o600)
-        digest = hashlib.sha256()
+        digest = hashlib.sha256() if self.hashed else None
         with os.fdopen(fd, "wb") as out:
             shared = self._clone(member, fd)
             out.seek(shared)
             done = 0
             for chunk in data():
                 # The shared bytes are still read: they feed the layer's digest and the file's.
-                digest.update(chunk)
+                if digest is not None:
+                    digest.update(chunk)
                 if done + len(chunk) > shared:
                     out.write(chunk[max(0, shared - done) :])
                 done += len(chunk)
-        self.staged[(index, member.offset)] = (path, "sha256:" + digest.hexdigest())
+        hexdigest = "" if digest is None else "sha256:" + digest.hexdigest()
+        self.staged[(index, member.offset)] = (path, hexdigest)
 
     def _clone(self, member: tarfile.TarInfo, fd: int) -> int:
         """How many of the member's first bytes now share the layer blob's blocks: its whole
