@@ -58,9 +58,17 @@ def _used(where: Path, statvfs: bool) -> int:
     """Bytes in use: the filesystem's (statvfs; blocks shared by reflinks counted once, but any
     other writer on it counts too), or under ``where`` (``du``, hard links counted once)."""
     if statvfs:
-        os.sync()
-        stats = os.statvfs(where)
-        return (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+        # XFS frees a removed file's blocks in the background: wait until the figure settles.
+        last = -1
+        for _ in range(60):
+            os.sync()
+            stats = os.statvfs(where)
+            now = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+            if now == last:
+                return now
+            last = now
+            time.sleep(0.5)
+        return last
     if not where.exists():
         return 0
     done = subprocess.run(["du", "-s", "-B1", str(where)], capture_output=True, text=True)
@@ -103,7 +111,10 @@ def main() -> int:
         shutil.rmtree(work / "cache")
     warm_page_cache(model)
     copy = work / "copy"
-    peers = {"sha256sum": _peer(["sha256sum", str(model)]), "cp": _peer(["cp", str(model), copy])}
+    peers = {
+        "sha256sum": _peer(["sha256sum", str(model)]),
+        "cp": _peer(["cp", "--reflink=never", str(model), copy]),
+    }
     copy.unlink()
     print(f"model {size / 1e9:.2f} GB, {os.cpu_count()} CPUs; work {work}")
     print("  ".join(f"{name} {seconds:.2f} s" for name, seconds in peers.items()))
