@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import os
 import posixpath
+import re
 import shutil
 import tarfile
 import tempfile
@@ -40,6 +41,7 @@ from ._tarread import Chunks, iter_layer
 
 __all__ = ["Extracted", "extract", "extract_hashed"]
 
+_PLAIN_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,16}")
 _ALIGN = 4096  # the filesystem block: only whole ones can be shared
 _Key = tuple[int, int]  # (layer index, the member's header offset in its tar)
 
@@ -156,7 +158,10 @@ class _Stager:
                 raise OCIError("the blob changed while it was extracted", Location(blob))
 
     def _write(self, index: int, member: tarfile.TarInfo, data: Chunks) -> None:
-        path = self.directory / f"{index}-{member.offset}"
+        # A name of our own; the member's extension, when a plain one, says what it is.
+        suffix = posixpath.splitext(member.name)[1]
+        plain = _PLAIN_SUFFIX.fullmatch(suffix) is not None
+        path = self.directory / f"{index}-{member.offset}{suffix if plain else ''}"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(path, flags, 0o600)
         digest = hashlib.sha256() if self.hashed else None
