@@ -7,6 +7,7 @@ of 100 MB or more is counted by inode (test_build_once's ``reads``).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import tarfile
@@ -17,10 +18,20 @@ from typing import Any
 import pytest
 
 from harness.builder import BuildOptions, build
-from harness.oci import Image, _extract_write, extract_hashed, read_layout, unpack
+from harness.errors import OCIError
+from harness.oci import (
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    Image,
+    LayoutWriter,
+    _extract_write,
+    extract_hashed,
+    read_layout,
+    unpack,
+)
 from tests.test_build_once import SIZE, _write_model
 from tests.test_build_once import reads as reads  # the fixture, by name
-from tests.test_oci_layout import TarMember, _raw_image
+from tests.test_oci_layout import TarMember, _raw_image, _tar
 
 SLACK = 1 << 20
 REG = tarfile.REGTYPE
@@ -117,3 +128,20 @@ def test_only_a_path_a_later_symlink_redirects_reads_a_layer_twice(
         b"weights"
     )
     assert opened == [*blobs, blobs[0]]
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_a_diff_id_the_tar_does_not_hash_to_is_refused(tmp_path: Path, compression: str) -> None:
+    # Uncompressed, the blob's one sha256 is both checks: a config naming another diff_id is
+    # still caught, before anything is written out.
+    tar = _tar([("m.gguf", REG, b"weights")])
+    blob = gzip.compress(tar, mtime=0) if compression == "gzip" else tar
+    wrong = "sha256:" + hashlib.sha256(tar + b"x").hexdigest()
+    with LayoutWriter(tmp_path / "layout") as writer:
+        layer = writer.add_blob(blob, OCI_LAYER_GZIP if compression == "gzip" else OCI_LAYER)
+        config = {"os": "linux", "rootfs": {"type": "layers", "diff_ids": [wrong]}}
+        writer.tag(writer.add_image(config, [layer]), "latest")
+    image = read_layout(tmp_path / "layout")
+    with pytest.raises(OCIError, match="but the config's diff_id is"):
+        extract_hashed(image, "/m.gguf", tmp_path / "m.gguf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layout"]
