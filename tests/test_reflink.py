@@ -25,7 +25,18 @@ from harness.builder import BuildOptions, _layers, build
 from harness.builder._store import ContentStore
 from harness.builder._tree import Node
 from harness.errors import OCIError, StoreError
-from harness.oci import Descriptor, LayerEntry, _layer_sink, read_layout, write_layer
+from harness.oci import (
+    Descriptor,
+    Image,
+    LayerEntry,
+    LayoutWriter,
+    _extract_write,
+    _layer_sink,
+    extract,
+    read_layout,
+    unpack,
+    write_layer,
+)
 from harness.oci._tarread import iter_layer
 from harness.store import Store, _tarwrite
 from harness.store._unpack import UnpackLimits, unpack_layer
@@ -301,3 +312,54 @@ def test_a_blob_changed_after_its_clone_is_refused_by_the_store(
     monkeypatch.setattr(_tarwrite, "clone_range", clone_then_touch)
     with pytest.raises(StoreError, match="the blob changed while it was unpacked"):
         unpack_layer(layer, descriptor, digest, xfs_dir / "unpacked", UnpackLimits())
+
+
+def _image(out: Path, source: Path, compression: str = "none") -> Image:
+    with LayoutWriter(out) as writer:
+        entries = [LayerEntry("a", b"x" * 700), LayerEntry("m.gguf", source)]
+        layer = writer.add_layer(entries, compression)
+        config = {"os": "linux", "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}}
+        writer.tag(writer.add_image(config, [layer]), "latest")
+    return read_layout(out)
+
+
+@xfs
+@pytest.mark.parametrize("paths", [["/m.gguf"], None], ids=["one-file", "whole"])
+def test_unpack_of_a_local_layout_shares_its_blocks(
+    xfs_dir: Path, big: Path, paths: list[str] | None
+) -> None:
+    # What estimate and smoke read: the image's files beside its layout on the same XFS.
+    source = big.parent / "m16"
+    source.write_bytes(big.read_bytes() * 16)  # 16 MiB, from another filesystem: no clone
+    image = _image(xfs_dir / "layout", source)
+    before = _free(xfs_dir)
+    root = unpack(image, paths, base=xfs_dir / "images")
+    used = before - _free(xfs_dir)
+    assert _sha(root / "m.gguf") == _sha(source)
+    assert used <= 0.05 * source.stat().st_size, used  # a copy: 1.0x
+    # gzip: nothing to share, the bytes are written (the same ones)
+    zipped = _image(xfs_dir / "zipped", source, "gzip")
+    before = _free(xfs_dir)
+    root = unpack(zipped, paths, base=xfs_dir / "images")
+    assert before - _free(xfs_dir) >= 0.95 * source.stat().st_size
+    assert _sha(root / "m.gguf") == _sha(source)
+    source.unlink()
+
+
+@xfs
+def test_a_blob_changed_after_its_clone_is_refused_by_extract(
+    xfs_dir: Path, big: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image = _image(xfs_dir / "layout", big)
+    layer = image.blob_path(image.layers[0].digest)
+    real = _extract_write.clone_range
+
+    def clone_then_touch(*args: int) -> bool:
+        done = real(*args)
+        os.utime(layer, ns=(0, 0))
+        return done
+
+    monkeypatch.setattr(_extract_write, "clone_range", clone_then_touch)
+    with pytest.raises(OCIError, match="the blob changed while it was extracted"):
+        extract(image, "/m.gguf", xfs_dir / "m.gguf")
+    assert sorted(p.name for p in xfs_dir.iterdir()) == ["layout"]

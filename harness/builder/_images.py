@@ -16,7 +16,7 @@ from harness.builder._state import BaseLayer, History, StageState
 from harness.builder._store import ContentStore, stamp_of
 from harness.builder._tree import Node, Tree
 from harness.errors import BuildError, HarnessError, Location
-from harness.oci import Descriptor, Image, extract, read_layout
+from harness.oci import Descriptor, Image, extract_hashed, read_layout
 from harness.packerfile import OCI_LAYOUT_SCHEME
 
 __all__ = ["BaseImages"]
@@ -130,17 +130,19 @@ class BaseImages:
             blobs = [(image.blob_path(d.digest), d.digest) for d in image.layers]
             stamps = [stamp_of(blob) for blob, _digest in blobs]
             try:
-                root = extract(image, "/", scratch / "root")
+                # One pass over each layer: its digest checked, its files written and hashed.
+                extracted = extract_hashed(image, "/", scratch / "root")
                 # extract() read every layer, checking its digest: _intact need not read again.
                 for (blob, digest), stamp in zip(blobs, stamps, strict=True):
                     self.store.remember(blob, stamp, digest)
                 files = {}
-                for path in sorted(
-                    p for p in root.rglob("*") if p.is_file() and not p.is_symlink()
-                ):
-                    size = path.stat().st_size
-                    mode = path.stat().st_mode & 0o7777
-                    files[str(path.relative_to(root))] = Node(self.store.adopt(path), size, mode)
+                for rel, digest in sorted(extracted.digests.items()):
+                    found = (extracted.path / rel).stat()
+                    files[rel] = Node(
+                        self.store.adopt(extracted.path / rel, digest),
+                        found.st_size,
+                        found.st_mode & 0o7777,
+                    )
             except HarnessError as error:
                 raise BuildError(f"{ref}: {error}", where) from None
             finally:

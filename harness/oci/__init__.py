@@ -10,7 +10,8 @@ the seed's consumer reads it.
 
 from harness.errors import OCIError
 
-from ._extract import ImageFile, extract, files
+from ._extract import ImageFile, files
+from ._extract_write import Extracted, extract, extract_hashed
 from ._layer import (
     COMPRESSIONS,
     TAR_LAYOUT,
@@ -78,6 +79,7 @@ __all__ = [
     "REF_NAME",
     "TAR_LAYOUT",
     "Descriptor",
+    "Extracted",
     "HistoryEntry",
     "Image",
     "ImageFile",
@@ -95,6 +97,7 @@ __all__ = [
     "derived_labels",
     "expansion_cap",
     "extract",
+    "extract_hashed",
     "files",
     "format_bpw",
     "format_parameters",

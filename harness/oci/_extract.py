@@ -1,32 +1,34 @@
-"""The files an image holds (its layers merged, whiteouts applied) and safe extraction of them.
+"""The files an image holds: its layers merged, whiteouts applied, every name checked.
 
-A layer is a tar from anyone; extraction treats every name and link as hostile. Nothing is
-written until the whole request has been checked: ``..`` and absolute member names, paths under
-a symlink, links whose targets leave the extracted tree, device files and FIFOs are refused
-with an OCIError, and the bytes are written into a staging area that is renamed into place only
-after every layer read for the request has passed its digest check.
+A layer is a tar from anyone: ``..`` and absolute member names, paths under a non-directory and
+hard links to anything but an earlier file are refused with an OCIError as the layer is read.
+The checks on what extraction would create (links leaving the tree, devices) are here too;
+writing files out is ``_extract_write``.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 import tarfile
-import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from harness.errors import Location, OCIError
 
 from ._layout import Image
-from ._tarread import iter_layer
+from ._tarread import Chunks, iter_layer
 
-__all__ = ["ImageFile", "extract", "files"]
+__all__ = ["ImageFile", "Keep", "check_tree", "files", "merge_layer", "resolve", "unpacked_mode"]
 
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
 _MAX_HOPS = 40  # Linux's limit on symlinks followed while resolving one path
+
+
+#: Given each regular file's member as a layer is read: the member, its in-image path (relative)
+#: and its bytes, to be read before the next member.
+Keep = Callable[[tarfile.TarInfo, str, Chunks], None]
 
 
 @dataclass(frozen=True)
@@ -55,42 +57,27 @@ def files(image: Image) -> dict[str, ImageFile]:
     """
     view: dict[str, ImageFile] = {}
     for index in range(len(image.layers)):
-        _merge_layer(image, index, view)
+        merge_layer(image, index, view)
     return {"/" + rel: view[rel] for rel in sorted(view)}
 
 
-def extract(image: Image, in_image_path: str, dest: str | os.PathLike[str]) -> Path:
-    """Copy one file, or a directory tree, out of the image to ``dest``; return ``dest``.
-
-    A symlink named by ``in_image_path`` is followed inside the image. A file replaces
-    ``dest``; a tree needs ``dest`` absent or empty. Ownership is not restored and modes lose
-    their setuid/setgid/sticky bits.
-    """
-    view = {path[1:]: entry for path, entry in files(image).items()}
-    rel = _resolve(view, [], in_image_path, 0, in_image_path, follow_last=True)
-    target = Path(dest)
-    if rel and view.get("/".join(rel)) is None:
-        raise OCIError(f"{in_image_path!r} is not in the image")
-    entry = view.get("/".join(rel)) if rel else None
-    if entry is not None and entry.kind != "dir":
-        if entry.kind not in ("file", "hardlink"):
-            raise OCIError(f"{in_image_path!r} is a {entry.kind}; only files can be extracted")
-        _extract_file(image, entry, target)
-    else:
-        _extract_tree(image, view, rel, target)
-    return target
-
-
-def _merge_layer(image: Image, index: int, view: dict[str, ImageFile]) -> None:
+def merge_layer(
+    image: Image,
+    index: int,
+    view: dict[str, ImageFile],
+    keep: Keep | None = None,
+    file: BinaryIO | None = None,
+) -> None:
+    """Read layer ``index`` once (verifying it) and apply it to ``view``. ``keep`` is handed
+    each regular file's member, in-image path and bytes as they go by, after its name passed
+    the checks; ``file``: the blob, opened by the caller (who may share its blocks)."""
     descriptor = image.layers[index]
     blob = image.blob_path(descriptor.digest)
-    diff_ids = image.diff_ids
-    diff_id = diff_ids[index] if len(diff_ids) == len(image.layers) else None
     entries: list[ImageFile] = []
     deleted: list[str] = []
     opaque: list[str] = []
     own: dict[str, ImageFile] = {}  # this layer's files, for its hard links
-    for member, _data in iter_layer(blob, descriptor, diff_id):
+    for member, data in iter_layer(blob, descriptor, layer_diff_id(image, index), file):
         rel = _member_name(member.name, member.offset, blob)
         if not rel:
             continue  # the root directory itself ("./")
@@ -107,14 +94,21 @@ def _merge_layer(image: Image, index: int, view: dict[str, ImageFile]) -> None:
             entries.append(entry)
             if entry.kind in ("file", "hardlink"):
                 own[rel] = entry
+            if keep is not None and entry.kind == "file":
+                keep(member, rel, data)
     # Whiteouts hide what lower layers hold; this layer's own entries then go on top.
     for directory in opaque:
-        _remove_under(view, directory)
+        remove_under(view, directory)
     for rel in deleted:
         view.pop(rel, None)
-        _remove_under(view, rel)
+        remove_under(view, rel)
     for entry in entries:
         _place(view, entry, blob)
+
+
+def layer_diff_id(image: Image, index: int) -> str | None:
+    diff_ids = image.diff_ids
+    return diff_ids[index] if len(diff_ids) == len(image.layers) else None
 
 
 def _member_name(name: str, offset: int, blob: Path, what: str = "member") -> str:
@@ -197,11 +191,11 @@ def _place(view: dict[str, ImageFile], entry: ImageFile, blob: Path) -> None:
             )
     current = view.get(rel)
     if current is not None and current.kind == "dir" and entry.kind != "dir":
-        _remove_under(view, rel)
+        remove_under(view, rel)
     view[rel] = entry
 
 
-def _remove_under(view: dict[str, ImageFile], rel: str) -> None:
+def remove_under(view: dict[str, ImageFile], rel: str) -> None:
     prefix = rel + "/" if rel else ""
     for key in [key for key in view if key.startswith(prefix)]:
         del view[key]
@@ -209,7 +203,7 @@ def _remove_under(view: dict[str, ImageFile], rel: str) -> None:
 
 # Resolution is done here rather than with posixpath.normpath, which ignores symlinks: a link
 # to "." followed by ".." is exactly the escape a lexical check misses.
-def _resolve(
+def resolve(
     view: dict[str, ImageFile],
     start: list[str],
     path: str,
@@ -248,7 +242,7 @@ def _resolve(
         if hops >= _MAX_HOPS:
             raise OCIError(f"{asked!r}: too many levels of symbolic links")
         assert entry.link is not None
-        stack = _resolve(
+        stack = resolve(
             view,
             stack[:-1],
             entry.link,
@@ -270,67 +264,7 @@ def unpacked_mode(mode: int, *, directory: bool) -> int:
     return mode & 0o775
 
 
-def _extract_file(image: Image, entry: ImageFile, dest: Path) -> None:
-    if dest.is_dir() and not dest.is_symlink():
-        raise OCIError("is a directory; give the file's own path", Location(dest))
-    if not dest.parent.is_dir():
-        raise OCIError("parent directory does not exist", Location(dest))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        _write_members(image, {(entry.layer, entry.offset): [tmp]})
-        os.chmod(tmp, unpacked_mode(entry.mode, directory=False))
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _extract_tree(image: Image, view: dict[str, ImageFile], root: list[str], dest: Path) -> None:
-    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
-        raise OCIError("exists and is not a directory", Location(dest))
-    if dest.is_dir() and any(dest.iterdir()):
-        raise OCIError("directory is not empty; refusing to extract over it", Location(dest))
-    if not dest.parent.is_dir():
-        raise OCIError("parent directory does not exist", Location(dest))
-    prefix = "/".join(root)
-    chosen = [
-        (rel[len(prefix) :].lstrip("/"), entry)
-        for rel, entry in sorted(view.items())
-        if not prefix or rel.startswith(prefix + "/")
-    ]
-    _check_tree(view, root, chosen)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    try:
-        wanted: dict[tuple[int, int], list[Path]] = {}
-        for sub, entry in chosen:
-            if entry.kind in ("file", "hardlink"):
-                wanted.setdefault((entry.layer, entry.offset), []).append(staging / sub)
-            elif entry.kind == "dir":
-                (staging / sub).mkdir(mode=0o700, exist_ok=True)
-        _write_members(image, wanted)
-        for sub, entry in chosen:
-            if entry.kind == "symlink":
-                assert entry.link is not None
-                os.symlink(entry.link, staging / sub)
-            elif entry.kind != "dir":
-                os.chmod(staging / sub, unpacked_mode(entry.mode, directory=False))
-        for sub, entry in reversed(chosen):  # deepest first: a read-only dir stays writable
-            if entry.kind == "dir":
-                os.chmod(staging / sub, unpacked_mode(entry.mode, directory=True) | 0o700)
-        top = view.get(prefix) if prefix else None
-        os.chmod(
-            staging, unpacked_mode(top.mode, directory=True) | 0o700 if top is not None else 0o755
-        )
-        if dest.is_dir():
-            dest.rmdir()
-        os.rename(staging, dest)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def _check_tree(
+def check_tree(
     view: dict[str, ImageFile], root: list[str], chosen: list[tuple[str, ImageFile]]
 ) -> None:
     for _sub, entry in chosen:
@@ -339,7 +273,7 @@ def _check_tree(
         if entry.kind == "symlink":
             assert entry.link is not None
             parent = entry.path[1:].split("/")[:-1]
-            _resolve(
+            resolve(
                 view,
                 parent,
                 entry.link,
@@ -348,29 +282,3 @@ def _check_tree(
                 follow_last=True,
                 on_disk_root_is_image_root=False,
             )
-
-
-def _write_members(image: Image, wanted: dict[tuple[int, int], list[Path]]) -> None:
-    """Write each wanted member's bytes to its first path, then link or copy to the rest."""
-    layers = sorted({layer for layer, _ in wanted})
-    diff_ids = image.diff_ids
-    for index in layers:
-        descriptor = image.layers[index]
-        diff_id = diff_ids[index] if len(diff_ids) == len(image.layers) else None
-        blob = image.blob_path(descriptor.digest)
-        for member, data in iter_layer(blob, descriptor, diff_id):
-            paths = wanted.get((index, member.offset))
-            if not paths:
-                continue
-            with open(paths[0], "wb") as out:
-                for chunk in data():
-                    out.write(chunk)
-            _duplicate(paths[0], paths[1:])
-
-
-def _duplicate(first: Path, others: Iterable[Path]) -> None:
-    for other in others:
-        try:
-            os.link(first, other)
-        except OSError:
-            shutil.copyfile(first, other)

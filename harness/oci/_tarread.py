@@ -7,6 +7,7 @@ so the iterator drains the blob after the last member before it reports success.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -16,7 +17,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Protocol, cast
+from typing import IO, BinaryIO, Protocol, cast
 
 from harness.errors import Location, OCIError
 
@@ -67,20 +68,22 @@ class _Readable(Protocol):
 
 
 class _Hashing:
-    """Pass reads through, hashing and counting the bytes."""
+    """Pass reads through, hashing (unless ``algorithm`` is None) and counting the bytes."""
 
-    def __init__(self, inner: _Readable, algorithm: str) -> None:
+    def __init__(self, inner: _Readable, algorithm: str | None) -> None:
         self._inner = inner
-        self.hash = hashlib.new(algorithm)
+        self.hash = hashlib.new(algorithm) if algorithm else None
         self.count = 0
 
     def read(self, size: int = -1, /) -> bytes:
         data = self._inner.read(size)
-        self.hash.update(data)
+        if self.hash is not None:
+            self.hash.update(data)
         self.count += len(data)
         return data
 
     def digest(self) -> str:
+        assert self.hash is not None
         return f"{self.hash.name}:{self.hash.hexdigest()}"
 
 
@@ -89,7 +92,7 @@ class _TarBytes(_Hashing):
     header, so the bytes from where it stopped are checked to be the zero end-of-archive.
     Reading past ``cap`` bytes is an error: the layer is a decompression bomb."""
 
-    def __init__(self, inner: _Readable, algorithm: str, cap: int, what: str) -> None:
+    def __init__(self, inner: _Readable, algorithm: str | None, cap: int, what: str) -> None:
         super().__init__(inner, algorithm)
         self._recent: deque[tuple[int, bytes]] = deque()
         self._held = 0
@@ -198,13 +201,17 @@ Chunks = Callable[[], Iterator[bytes]]
 
 
 def iter_layer(
-    path: Path, descriptor: Descriptor, diff_id: str | None = None
+    path: Path,
+    descriptor: Descriptor,
+    diff_id: str | None = None,
+    file: BinaryIO | None = None,
 ) -> Iterator[tuple[tarfile.TarInfo, Chunks]]:
     """Yield each member of the layer with a function that streams its data, in tar order.
 
     Call the function before asking for the next member (the tar is read as a stream). After
     the last member the blob is read to its end and its digest, size and (when given) diff_id
-    are checked; any mismatch or malformed byte is an OCIError naming the blob.
+    are checked; any mismatch or malformed byte is an OCIError naming the blob. ``file``: the
+    blob at ``path`` opened by the caller, read from its start (the caller closes it).
     """
     compression = layer_compression(descriptor.media_type)
     if compression is None:
@@ -216,10 +223,16 @@ def iter_layer(
     algorithm = descriptor.digest.split(":", 1)[0]
     diff_algorithm = diff_id.split(":", 1)[0] if diff_id else "sha256"
     cap = expansion_cap(descriptor.size)
-    with open(path, "rb") as raw:
+    with contextlib.nullcontext(file) if file is not None else open(path, "rb") as raw:
         blob = _Hashing(raw, algorithm)
+        # An uncompressed layer's tar is its blob: the one hash serves both checks (a second
+        # sha256 would cost as much as reading it again).
+        same = compression == "none" and diff_algorithm == algorithm
         tar_bytes = _TarBytes(
-            _decompressor(compression, blob), diff_algorithm, cap, f"layer {descriptor.digest}"
+            _decompressor(compression, blob),
+            None if same else diff_algorithm,
+            cap,
+            f"layer {descriptor.digest}",
         )
 
         def fail(exc: BaseException, at: int | None = None) -> OCIError:
@@ -269,9 +282,10 @@ def iter_layer(
             raise fail(ValueError("malformed header or stray data after the last member"), junk)
     if blob.digest() != descriptor.digest or blob.count != descriptor.size:
         raise OCIError(f"blob digest mismatch: content hashes to {blob.digest()}", Location(path))
-    if diff_id is not None and tar_bytes.digest() != diff_id:
+    tar_digest = blob.digest() if same else tar_bytes.digest()
+    if diff_id is not None and tar_digest != diff_id:
         raise OCIError(
-            f"layer {descriptor.digest}: uncompressed tar hashes to {tar_bytes.digest()}, "
+            f"layer {descriptor.digest}: uncompressed tar hashes to {tar_digest}, "
             f"but the config's diff_id is {diff_id}",
             Location(path),
         )

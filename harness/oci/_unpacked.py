@@ -19,7 +19,7 @@ from pathlib import Path
 from harness._fs import cache_root, ensure_room, owned_name, sweep_stale
 from harness.errors import OCIError
 
-from ._extract import extract
+from ._extract_write import extract
 from ._layout import Image
 
 __all__ = ["in_image_relative", "is_unpacked", "unpack", "unpack_root"]
