@@ -297,3 +297,29 @@ def test_test_publish_stopped_by_sigterm_then_rerun_resumes(
     assert item["bytes_sent"] == layer.size - offset  # the rest of the layer only
     _pulled_whole(f"{registry.host}/big:latest", project / "out" / "big", tmp_path)
     assert list(journals.iterdir()) == []
+
+
+def test_a_new_upload_sweeps_the_journals_of_week_old_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A push never run again leaves its journal; the registry forgets the session within a
+    week (distribution's upload purging), so the next new upload removes such files."""
+    from harness.distribution import _journal
+
+    monkeypatch.setenv("GGUF_HARNESS_CACHE", str(tmp_path / "cache"))
+
+    def session(digest: str) -> Session:
+        return Session("127.0.0.1:5000", "m", digest, 10, "/v2/m/blobs/uploads/x", 5)
+
+    old, young = session("sha256:" + "a" * 64), session("sha256:" + "b" * 64)
+    for each, age_days in ((old, 8), (young, 6)):
+        _journal.save(each)
+        path = journal_path(each.registry, each.repository, each.digest)
+        stamp = time.time() - age_days * 24 * 3600
+        os.utime(path, (stamp, stamp))
+    _journal.save(session("sha256:" + "c" * 64))
+    names = sorted(p.name for p in (tmp_path / "cache" / "uploads").iterdir())
+    assert names == sorted(
+        journal_path(s.registry, s.repository, s.digest).name
+        for s in (young, session("sha256:" + "c" * 64))
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from pathlib import Path
 from harness._fs import atomic_write, cache_root
 
 __all__ = ["Session", "forget", "load", "save"]
+
+_STALE_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,25 @@ def journal_path(registry: str, repository: str, digest: str) -> Path:
 
 
 def save(session: Session) -> None:
-    """Write ``session``'s file; a cache that cannot be written costs a resume, not the push."""
+    """Write ``session``'s file; a cache that cannot be written costs a resume, not the push.
+    A new upload's first save also removes the files of uploads a week old."""
     data = json.dumps(session.__dict__, indent=1).encode()
     path = journal_path(session.registry, session.repository, session.digest)
+    if not path.exists():
+        _sweep(path.parent)
     with contextlib.suppress(OSError):
         atomic_write(path, data, 0o600)  # 0600: an upload URL may carry more than a state token
+
+
+def _sweep(directory: Path) -> None:
+    """Journals of pushes never run again would stay for good: a registry forgets a session a
+    week old anyway (distribution's uploadpurging default, 168 h), so their files go too."""
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for path in directory.glob("*.json"):
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_mtime > _STALE_S:
+                    path.unlink()
 
 
 def forget(registry: str, repository: str, digest: str) -> None:
