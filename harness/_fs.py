@@ -68,6 +68,22 @@ _CANNOT_CLONE = frozenset(
 )
 
 
+# Filesystem blocks are 4096 bytes on XFS, btrfs and ext4 as made by default; FICLONERANGE shares
+# whole blocks only, so data meant to be shared sits at multiples of this.
+CLONE_BLOCK = 4096
+
+
+def clone_head(src_fd: int, src_offset: int, size: int, dest_fd: int) -> int | None:
+    """Make the start of ``dest_fd`` share the whole blocks of the ``size`` bytes at
+    ``src_offset`` of ``src_fd`` (a member's data in an uncompressed layer): how many bytes now
+    share them, 0 when that data is not block-aligned, None when the filesystem refuses (the
+    caller copies, and need not ask again for the same files)."""
+    body = size - size % CLONE_BLOCK
+    if not body or src_offset % CLONE_BLOCK:
+        return 0
+    return body if clone_range(src_fd, src_offset, body, dest_fd, 0) else None
+
+
 def clone_range(src_fd: int, src_offset: int, length: int, dest_fd: int, dest_offset: int) -> bool:
     """Make ``length`` bytes of ``dest_fd`` at ``dest_offset`` share the disk blocks of
     ``src_fd`` at ``src_offset`` (a reflink: no data is written, and the bytes are stored once

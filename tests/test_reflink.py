@@ -302,14 +302,14 @@ def test_a_blob_changed_after_its_clone_is_refused_by_the_store(
     layer = xfs_dir / "layer.tar"
     digest = _write(layer, [LayerEntry("m.gguf", big)])
     descriptor = Descriptor("application/vnd.oci.image.layer.v1.tar", digest, layer.stat().st_size)
-    real = _tarwrite.clone_range
+    real = _tarwrite.clone_head
 
-    def clone_then_touch(*args: int) -> bool:
+    def clone_then_touch(*args: int) -> int | None:
         done = real(*args)
         os.utime(layer, ns=(0, 0))
         return done
 
-    monkeypatch.setattr(_tarwrite, "clone_range", clone_then_touch)
+    monkeypatch.setattr(_tarwrite, "clone_head", clone_then_touch)
     with pytest.raises(StoreError, match="the blob changed while it was unpacked"):
         unpack_layer(layer, descriptor, digest, xfs_dir / "unpacked", UnpackLimits())
 
@@ -352,14 +352,14 @@ def test_a_blob_changed_after_its_clone_is_refused_by_extract(
 ) -> None:
     image = _image(xfs_dir / "layout", big)
     layer = image.blob_path(image.layers[0].digest)
-    real = _extract_write.clone_range
+    real = _extract_write.clone_head
 
-    def clone_then_touch(*args: int) -> bool:
+    def clone_then_touch(*args: int) -> int | None:
         done = real(*args)
         os.utime(layer, ns=(0, 0))
         return done
 
-    monkeypatch.setattr(_extract_write, "clone_range", clone_then_touch)
+    monkeypatch.setattr(_extract_write, "clone_head", clone_then_touch)
     with pytest.raises(OCIError, match="the blob changed while it was extracted"):
         extract(image, "/m.gguf", xfs_dir / "m.gguf")
     assert sorted(p.name for p in xfs_dir.iterdir()) == ["layout"]

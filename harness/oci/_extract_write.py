@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from harness._fs import clone_range
+from harness._fs import clone_head
 from harness.errors import Location, OCIError
 
 from ._extract import ImageFile, check_tree, layer_diff_id, merge_layer, resolve, unpacked_mode
@@ -42,7 +42,6 @@ from ._tarread import Chunks, iter_layer
 __all__ = ["Extracted", "extract", "extract_hashed"]
 
 _PLAIN_SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,16}")
-_ALIGN = 4096  # the filesystem block: only whole ones can be shared
 _Key = tuple[int, int]  # (layer index, the member's header offset in its tar)
 
 
@@ -183,13 +182,12 @@ class _Stager:
         """How many of the member's first bytes now share the layer blob's blocks: its whole
         blocks when its data is block-aligned in an uncompressed local blob (as harness.oci
         writes big files) and the filesystem can, else none (and no further try this layer)."""
-        body = member.size - member.size % _ALIGN
-        if self._clone_fd is None or not body or member.offset_data % _ALIGN:
+        if self._clone_fd is None:
             return 0
-        if clone_range(self._clone_fd, member.offset_data, body, fd, 0):
-            return body
-        self._clone_fd = None
-        return 0
+        shared = clone_head(self._clone_fd, member.offset_data, member.size, fd)
+        if shared is None:
+            self._clone_fd = None
+        return shared or 0
 
 
 def _stamp(fd: int) -> tuple[int, int]:

@@ -9,7 +9,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
-from harness._fs import clone_range
+from harness._fs import CLONE_BLOCK, clone_range
 from harness.errors import OCIError
 
 from ._media import OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD
@@ -21,9 +21,9 @@ COMPRESSIONS = {"gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD, "none": OCI_LAYE
 # fast levels cost almost nothing in size and save most of the time.
 DEFAULT_LEVELS = {"gzip": 1, "zstd": 3}
 _CHUNK = 1 << 20
-# Filesystem blocks are 4096 bytes on XFS, btrfs and ext4 as made by default: a member's data
-# at a multiple of that can share the source file's blocks (FICLONERANGE takes whole blocks).
-ALIGN = 4096
+# A member's data at a multiple of the filesystem block can share the source file's blocks.
+# Part of the layer format (digests depend on it): never follow a machine's own block size.
+ALIGN = CLONE_BLOCK
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness._fs import clone_range
+from harness._fs import clone_head
 from harness.errors import UnsafeLayerError
 
 from ._resume import Journal
@@ -22,7 +22,6 @@ from ._resume import Journal
 __all__ = ["FsEntry", "TarWriter", "clean_name"]
 
 _CHUNK = 1 << 20
-_ALIGN = 4096  # the filesystem block: only whole ones can be shared
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
 
@@ -217,13 +216,12 @@ class TarWriter:
         """How many of the member's first bytes now share the layer file's blocks: its whole
         blocks when its data is block-aligned in the layer (as harness.oci writes big files)
         and the filesystem can, else none (and no further try for this layer)."""
-        body = member.size - member.size % _ALIGN
-        if self.clone_from is None or not body or member.offset_data % _ALIGN:
+        if self.clone_from is None:
             return 0
-        if clone_range(self.clone_from, member.offset_data, body, fd, 0):
-            return body
-        self.clone_from = None
-        return 0
+        shared = clone_head(self.clone_from, member.offset_data, member.size, fd)
+        if shared is None:
+            self.clone_from = None
+        return shared or 0
 
 
 def _remove_tree(path: Path) -> None:
