@@ -19,9 +19,12 @@ from harness.errors import HarnessError
 
 __all__ = [
     "CACHE_ENV",
+    "CLONE_BLOCK",
     "atomic_write",
     "cache_root",
+    "clone_head",
     "clone_range",
+    "clone_stamp",
     "display_path",
     "ensure_room",
     "owned_name",
@@ -82,6 +85,13 @@ def clone_head(src_fd: int, src_offset: int, size: int, dest_fd: int) -> int | N
     if not body or src_offset % CLONE_BLOCK:
         return 0
     return body if clone_range(src_fd, src_offset, body, dest_fd, 0) else None
+
+
+def clone_stamp(fd: int) -> tuple[int, int]:
+    """Size and mtime of a clone's source: the same before and after its bytes were read for a
+    digest, or the shared blocks and the hashed bytes may differ (the caller refuses)."""
+    found = os.fstat(fd)
+    return found.st_size, found.st_mtime_ns
 
 
 def clone_range(src_fd: int, src_offset: int, length: int, dest_fd: int, dest_offset: int) -> bool:

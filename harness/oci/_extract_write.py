@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from harness._fs import clone_head
+from harness._fs import clone_head, clone_stamp
 from harness.errors import Location, OCIError
 
 from ._extract import ImageFile, check_tree, layer_diff_id, merge_layer, resolve, unpacked_mode
@@ -148,12 +148,12 @@ class _Stager:
         with open(blob, "rb") as file:
             local = layer_compression(descriptor.media_type) == "none"
             self._clone_fd = file.fileno() if local else None
-            before = _stamp(file.fileno())
+            before = clone_stamp(file.fileno())
             yield file
             self._clone_fd = None
             # Cloned blocks are the blob as it was when cloned, the digest is of the bytes as
             # read: the same only if the file did not change in between.
-            if _stamp(file.fileno()) != before:
+            if clone_stamp(file.fileno()) != before:
                 raise OCIError("the blob changed while it was extracted", Location(blob))
 
     def _write(self, index: int, member: tarfile.TarInfo, data: Chunks) -> None:
@@ -188,11 +188,6 @@ class _Stager:
         if shared is None:
             self._clone_fd = None
         return shared or 0
-
-
-def _stamp(fd: int) -> tuple[int, int]:
-    found = os.fstat(fd)
-    return found.st_size, found.st_mtime_ns
 
 
 def _place_file(stager: _Stager, entry: ImageFile, dest: Path) -> Extracted:

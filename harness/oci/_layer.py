@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from harness._fs import clone_stamp
 from harness._progress import Progress, progress
 from harness.errors import Location, OCIError
 
@@ -261,7 +262,7 @@ def _copy(
     left = size
     try:
         with open(entry.source, "rb") as file:
-            stamp = _stamp(file.fileno())
+            stamp = clone_stamp(file.fileno())
             body = size - size % ALIGN if size >= _ALIGN_MIN else 0
             # Cloned, the body is still read (from the source, most likely still in the page
             # cache): for the digests and the source's own hash, not to be written.
@@ -284,7 +285,7 @@ def _copy(
             extra = file.read(1)
             # What was cloned and what was hashed are the same bytes only if the file did not
             # change in between (the plain copy writes what it hashes, so needs no such check).
-            changed = shared and _stamp(file.fileno()) != stamp
+            changed = shared and clone_stamp(file.fileno()) != stamp
     except OSError as exc:
         raise OCIError(
             f"cannot read layer source: {exc.strerror or exc}",
@@ -296,11 +297,6 @@ def _copy(
             f"file changed while being written into the layer (expected {size} bytes)",
             Location(path=os.fspath(entry.source), offset=size - left),
         )
-
-
-def _stamp(fd: int) -> tuple[int, int]:
-    found = os.fstat(fd)
-    return found.st_size, found.st_mtime_ns
 
 
 def layer_bound(entries: Sequence[LayerEntry]) -> int:

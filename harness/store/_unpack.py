@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
 
+from harness._fs import clone_stamp
 from harness.errors import StoreError, UnsafeLayerError
 from harness.oci import EXPANSION_FLOOR, MAX_EXPANSION, Descriptor
 
@@ -217,7 +218,7 @@ def unpack_layer(
         # offset in the file, so its blocks can be shared with what is unpacked (reflinks).
         local = compression == "none" and isinstance(blob, Path)
         clone_from = cast(IO[bytes], raw).fileno() if local else None
-        stamp = _stamp(clone_from)
+        stamp = clone_stamp(clone_from) if clone_from is not None else None
         writer = TarWriter(root, what, limits.max_entries, journal, clone_from)
         read: _Readable = journal.record(tar_stream) if journal is not None else tar_stream
         try:
@@ -238,7 +239,7 @@ def unpack_layer(
             pass
         # Cloned parts are the blob as it was when cloned, the digest is of the bytes as read:
         # the same only if the file did not change in between.
-        if _stamp(clone_from) != stamp:
+        if clone_from is not None and clone_stamp(clone_from) != stamp:
             raise StoreError(f"{what}: the blob changed while it was unpacked")
     if compressed.hash is not None:
         actual = f"{algorithm}:{compressed.hash.hexdigest()}"
@@ -259,13 +260,6 @@ def unpack_layer(
         out.flush()
         os.fsync(out.fileno())
     return index
-
-
-def _stamp(fd: int | None) -> tuple[int, int] | None:
-    if fd is None:
-        return None
-    found = os.fstat(fd)
-    return found.st_size, found.st_mtime_ns
 
 
 @contextlib.contextmanager
